@@ -1,0 +1,80 @@
+"""FGSM-style perturbations of CAT's two levels (CAT.md §2; Tan et al., SDM 2024, §3).
+
+Both are built from gradients of the clean pass (no extra backward) and are constants: the caller
+adds them to detached-free embeddings, and gradients flow to the parameters, not through them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+TINY = 1e-12
+
+
+def _unit(grad: Tensor) -> Tensor:
+    """``grad / max(||grad||_2, tiny)`` along the last dimension; zero rows stay zero (no NaN)."""
+    return grad / grad.norm(dim=-1, keepdim=True).clamp_min(TINY)
+
+
+@torch.no_grad()
+def interaction_perturbation(
+    grad: Tensor,
+    inputs_embeds: Tensor,
+    padding_mask: Tensor,
+    weights: Tensor,
+    eps: float,
+    absolute: bool = False,
+) -> Tensor:
+    """Level 1: ``delta_{u,t} = eps * s * c(u,t) * g_{u,t} / ||g_{u,t}||``.
+
+    Args:
+        grad: ``[B, L, d]`` dL_rec / d e, the clean pass's gradient w.r.t. input embeddings.
+        inputs_embeds: ``[B, L, d]`` the clean input embeddings (for the relative scale ``s``).
+        padding_mask: ``[B, L]`` True at real positions; padding gets no perturbation.
+        weights: ``[B, L]`` c(u, t) (ones for generic adversarial training).
+        eps: relative size (fraction of the mean L2 norm of the batch's real input embeddings),
+            or absolute L2 norm when ``absolute``.
+
+    Returns:
+        ``[B, L, d]`` detached perturbation.
+    """
+    mask = padding_mask.unsqueeze(-1).to(grad.dtype)
+    if absolute:
+        scale = eps
+    else:
+        norms = inputs_embeds.norm(dim=-1)[padding_mask]
+        scale = eps * (norms.mean() if norms.numel() else norms.new_zeros(()))
+    return scale * weights.unsqueeze(-1) * _unit(grad) * mask
+
+
+@torch.no_grad()
+def item_perturbation(
+    grad: Tensor,
+    table: Tensor,
+    weights: Tensor,
+    eps: float,
+    absolute: bool = False,
+    n_scored: int | None = None,
+) -> Tensor:
+    """Level 2: ``Delta_i = eps_item * s * c_item(i) * G_i / ||G_i||`` for every table row.
+
+    Args:
+        grad: ``[V, d]`` dL_rec / dE (rows without gradient get zero perturbation).
+        table: ``[V, d]`` the item table (for the relative scale ``s``: mean row norm of the item
+            rows ``1..n_scored - 1``, padding excluded).
+        weights: ``[V]`` c_item(i).
+        eps: relative size, or absolute L2 norm when ``absolute``.
+        n_scored: rows that are items (``n_items + 1``); default all rows.
+
+    Returns:
+        ``[V, d]`` detached perturbation; row 0 (padding) is zero.
+    """
+    if absolute:
+        scale = eps
+    else:
+        rows = table[1 : n_scored if n_scored is not None else table.shape[0]]
+        scale = eps * rows.norm(dim=-1).mean()
+    delta = scale * weights.unsqueeze(-1) * _unit(grad)
+    delta[0] = 0.0
+    return delta

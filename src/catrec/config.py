@@ -1,0 +1,157 @@
+"""Run configuration: one frozen, validated object; the resolved config is saved with every run.
+
+Every option of CAT.md is a field here, a ``catrec train`` flag of the same name with dashes and a
+key of the same name in the YAML config. Unknown keys, wrong types and out-of-range values are
+rejected before any work, with the key named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from catrec.errors import ConfigError
+
+MODELS = ("sasrec", "gru4rec", "bert4rec")
+
+
+class Config(BaseModel):
+    """All settings of a training run. Field descriptions double as CLI help."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # data
+    dataset: str = Field(description="dataset name (beauty, sports, toys, yelp) or file path")
+    max_len: int = Field(50, ge=1, le=4096, description="L: input length (most recent items)")
+    # model
+    model: Literal["sasrec", "gru4rec", "bert4rec"] = Field("sasrec", description="encoder")
+    hidden_size: int = Field(64, ge=1, le=4096, description="d: embedding and hidden size")
+    n_layers: int | None = Field(
+        None, ge=1, le=64, description="layers (default: 2 for transformers, 1 for GRU4Rec)"
+    )
+    n_heads: int = Field(2, ge=1, le=64, description="attention heads (transformers)")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout probability")
+    mask_prob: float = Field(0.2, gt=0.0, lt=1.0, description="BERT4Rec cloze mask probability")
+    # objective (CAT.md §3)
+    mode: Literal["standard", "adv", "cat"] = Field("cat", description="training objective")
+    loss: Literal["ce", "bce"] = Field(
+        "ce", description="ce: full-softmax cross-entropy; bce: one sampled negative (SASRec)"
+    )
+    eps: float = Field(0.3, ge=0.0, description="level-1 (interaction) perturbation size")
+    eps_item: float = Field(0.3, ge=0.0, description="level-2 (item table) perturbation size")
+    eps_absolute: bool = Field(
+        False, description="eps in absolute L2 units instead of relative to embedding norms"
+    )
+    lambda_1: float = Field(1.0, ge=0.0, description="weight of the level-1 adversarial loss")
+    lambda_2: float | None = Field(
+        None, ge=0.0, description="weight of the level-2 adversarial loss (default 1; 0 for adv)"
+    )
+    adv_warmup_epochs: int = Field(
+        10, ge=0, description="standard epochs before the adversarial terms start"
+    )
+    cascade: Literal["two_hop", "first_order", "none"] = Field(
+        "two_hop", description="cascade-effect estimate (CAT.md §1)"
+    )
+    scaling: Literal["proportional", "inverse", "none"] | None = Field(
+        None, description="how the cascade scales perturbations (default proportional; none for adv)"
+    )
+    c_max: float = Field(5.0, gt=0.0, description="clip of the normalised cascade score")
+    gamma: float = Field(1.0, ge=0.0, description="weight of the second-order cascade term")
+    # optimisation
+    epochs: int = Field(60, ge=1, description="maximum epochs")
+    batch_size: int = Field(256, ge=1, description="training sequences per batch")
+    bucket_batches: bool = Field(
+        True,
+        description="batch sequences of similar length (much less padding to encode); the loss is "
+        "normalised by the epoch's mean positions per batch so every position weighs the same",
+    )
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
+    patience: int = Field(5, ge=1, description="epochs without validation NDCG@10 gain before stop")
+    seed: int = Field(0, ge=0, description="random seed")
+    # evaluation
+    eval_batch_size: int = Field(1024, ge=1, description="users per evaluation batch")
+    mask_history: bool = Field(True, description="exclude input-sequence items from the ranking")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:0, ...")
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.mode == "adv":
+            if self.lambda_2 not in (None, 0.0):
+                raise ValueError("mode 'adv' is level 1 only: lambda_2 must be 0 (or unset)")
+            if self.scaling not in (None, "none"):
+                raise ValueError("mode 'adv' is generic adversarial training: scaling must be 'none'")
+        if self.model in ("sasrec", "bert4rec") and self.hidden_size % self.n_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})"
+            )
+        return self
+
+    def resolved(self) -> Config:
+        """Fill the mode- and model-dependent defaults (``None`` fields) with their values."""
+        upd: dict[str, Any] = {}
+        if self.n_layers is None:
+            upd["n_layers"] = 1 if self.model == "gru4rec" else 2
+        if self.lambda_2 is None:
+            upd["lambda_2"] = 0.0 if self.mode == "adv" else 1.0
+        if self.scaling is None:
+            upd["scaling"] = "none" if self.mode == "adv" else "proportional"
+        return self.model_copy(update=upd) if upd else self
+
+    @property
+    def adversarial(self) -> bool:
+        return self.mode in ("adv", "cat")
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(Config.model_fields)
+            lines.append(f"{source}: unknown key {key!r} (known keys: {known})")
+        elif err["type"] == "missing":
+            lines.append(f"{source}: missing required key {key!r}")
+        else:
+            lines.append(f"{source}: key {key!r}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def make_config(values: dict[str, Any], source: str = "config") -> Config:
+    """Validate ``values`` into a resolved :class:`Config`.
+
+    Raises:
+        ConfigError: unknown key, wrong type or out-of-range value; the message names the key.
+    """
+    try:
+        return Config(**values).resolved()
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict (keys not yet validated).
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, or not a mapping at the top level.
+    """
+    path = Path(path)
+    try:
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(obj).__name__}")
+    return obj
+
+
+def to_yaml(config: Config) -> str:
+    """The config as YAML text (all keys, resolved values)."""
+    return yaml.safe_dump(config.model_dump(), sort_keys=False)

@@ -1,0 +1,114 @@
+"""Run folders: what a training run writes, and how it is read back.
+
+    RUN_DIR/config.yaml     the full resolved config
+    RUN_DIR/items.json      raw item id of each item index (index 0 = padding)
+    RUN_DIR/cascade.npz     cascade weights used by the run (adversarial modes)
+    RUN_DIR/best.pt         best model weights (by validation NDCG@10)
+    RUN_DIR/last.pt         full training state after the last finished epoch (for --resume)
+    RUN_DIR/log.json        one record per epoch
+    RUN_DIR/metrics.json    {"valid": {...}, "test": {...}} of the best model
+    RUN_DIR/run.json        provenance: seed, git commit, versions, wall time, checkpoint hashes
+
+Every file is written atomically (temporary file, fsync, rename). Checkpoints are loaded with
+``torch.load(weights_only=True)``: no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from catrec import __version__
+from catrec.config import Config, load_yaml, make_config
+from catrec.errors import RunError
+
+CHECKPOINT_FORMAT = 1
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RunError(f"{path}: missing") from exc
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The resolved config of a run folder.
+
+    Raises:
+        RunError: the folder or its ``config.yaml`` is missing.
+        ConfigError: the stored config is invalid.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: not a run folder (does not exist)")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a run folder (no config.yaml)")
+    return make_config(load_yaml(path), source=str(path))
+
+
+def load_checkpoint(path: Path, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) and check its format.
+
+    Raises:
+        RunError: missing, truncated, corrupted (hash mismatch), containing pickled code, or
+            from an incompatible catrec checkpoint format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: checkpoint missing")
+    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+        raise RunError(
+            f"{path}: checkpoint is corrupted or was modified (sha256 differs from run.json)"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RunError(
+            f"{path}: refused to load: the checkpoint contains objects other than tensors and "
+            f"plain data (possible code execution); {str(exc).splitlines()[0]}"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise RunError(f"{path}: checkpoint is truncated or corrupted ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(
+            f"{path}: not a catrec checkpoint of format {CHECKPOINT_FORMAT} "
+            f"(written by catrec {ckpt.get('catrec_version') if isinstance(ckpt, dict) else '?'})"
+        )
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], config: Config, n_items: int, path: Path) -> None:
+    """Raise :class:`RunError` unless the checkpoint was written for this model and item count."""
+    if ckpt.get("model") != config.model:
+        raise RunError(f"{path}: checkpoint is for model {ckpt.get('model')!r}, run uses {config.model!r}")
+    if ckpt.get("n_items") != n_items:
+        raise RunError(
+            f"{path}: checkpoint has {ckpt.get('n_items')} items, dataset has {n_items}"
+        )
+
+
+def checkpoint_header(config: Config, n_items: int) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "catrec_version": __version__,
+        "model": config.model,
+        "n_items": n_items,
+    }

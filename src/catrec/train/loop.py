@@ -1,0 +1,498 @@
+"""The one training loop: every model, every objective (nanoGPT-style, explicit).
+
+Per epoch: shuffle training sequences (a permutation drawn from ``(seed, epoch)``), build batches,
+call the objective (which leaves gradients in ``.grad``), step Adam; then evaluate validation
+NDCG@10 by full ranking, keep the best weights, and stop early after ``patience`` epochs without
+gain, but never before the adversarial terms have run for ``patience`` epochs (CAT.md §3).
+
+The full training state is checkpointed after every epoch and on SIGINT / SIGTERM (after the
+current step), so ``catrec train --resume RUN_DIR`` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from catrec import __version__
+from catrec.adversarial.cascade import cascade_effect, cascade_weights
+from catrec.config import Config, to_yaml
+from catrec.data import SplitData, leave_one_out, read_dataset, resolve_dataset
+from catrec.errors import RunError
+from catrec.evaluate import evaluate_ranking
+from catrec.metrics.ranking import NumericalError
+from catrec.models import build_model
+from catrec.models.base import SequentialRecommender
+from catrec.run import (
+    check_compatible,
+    checkpoint_header,
+    file_sha256,
+    load_checkpoint,
+    load_run_config,
+    read_json,
+)
+from catrec.train.objectives import Batch, Objective
+from catrec.utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_commit, seed_everything
+
+SELECT_METRIC = "NDCG@10"
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT / SIGTERM after checkpointing; resume with ``--resume``."""
+
+
+@dataclass
+class TrainingSet:
+    """Training sequences in the layout a model needs (see :func:`training_set`).
+
+    Attributes:
+        window: ``[R, W]`` item windows (causal: L + 1 columns, inputs ``[:, :-1]``; bidirectional:
+            L columns).
+        weights: ``[R, L]`` cascade weight of each input position.
+        item_weights: ``[n_rows]`` c_item(i) for level 2.
+    """
+
+    window: np.ndarray
+    weights: np.ndarray
+    item_weights: np.ndarray
+
+
+def training_set(split: SplitData, model: SequentialRecommender, config: Config) -> TrainingSet:
+    """Training windows and their cascade weights (CAT.md §1), computed once per run."""
+    window = split.train_seq if model.causal else split.train_seq[:, 1:]
+    inputs = window[:, :-1] if model.causal else window
+    keep = (inputs > 0).any(axis=1)  # causal: a training part of one item has no target
+    window, inputs = window[keep], inputs[keep]
+    C, is_input = cascade_effect(
+        window, split.n_items, config.cascade, config.gamma, causal=model.causal
+    )
+    w = cascade_weights(C, is_input, inputs, split.n_items, config.scaling, config.c_max)
+    n_rows = model.item_table().shape[0]
+    item = np.ones(n_rows, dtype=np.float32)
+    item[: split.n_items + 1] = w.item
+    return TrainingSet(window=window, weights=w.position, item_weights=item)
+
+
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool
+) -> list[np.ndarray]:
+    """Row indices of each batch of one epoch.
+
+    Without bucketing: a random permutation cut into batches. With bucketing: the permutation is
+    cut into pools of 32 batches, each pool is sorted by sequence length (stable) and cut into
+    batches, and the batches are shuffled; every row still appears exactly once per epoch.
+    """
+    perm = rng.permutation(len(lengths))
+    if bucket:
+        pool = batch_size * 32
+        parts = [p[np.argsort(lengths[p], kind="stable")] for p in np.split(perm, range(pool, len(perm), pool))]
+        perm = np.concatenate(parts)
+    batches = np.split(perm, range(batch_size, len(perm), batch_size))
+    if bucket:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def make_batch(
+    model: SequentialRecommender,
+    window: np.ndarray,
+    weights: np.ndarray,
+    config: Config,
+    device: torch.device,
+    loss_scale: float = 1.0,
+) -> Batch:
+    """A :class:`Batch` from windows ``[B, W]`` and weights ``[B, L]``.
+
+    Causal models predict the next item at every real position. Bidirectional models use cloze
+    training: each real item is replaced by the mask token with probability ``mask_prob`` and
+    is the target there (Sun et al., CIKM 2019). Leading all-padding columns are trimmed.
+    """
+    win = torch.as_tensor(window, device=device)
+    w = torch.as_tensor(weights, device=device)
+    if model.causal:
+        inputs = win[:, :-1]
+        targets = torch.where(inputs > 0, win[:, 1:], 0)
+    else:
+        real = win > 0
+        masked = (torch.rand(win.shape, device=device) < config.mask_prob) & real
+        inputs = torch.where(masked, model.mask_token, win)
+        targets = torch.where(masked, win, 0)
+    real_cols = (inputs > 0).any(dim=0)
+    first = int(real_cols.float().argmax()) if bool(real_cols.any()) else inputs.shape[1] - 1
+    inputs, targets, w = inputs[:, first:], targets[:, first:], w[:, first:]
+    negatives = None
+    if config.loss == "bce":
+        negatives = torch.randint(1, model.n_items + 1, targets.shape, device=device)
+    return Batch(inputs=inputs, targets=targets, weights=w, negatives=negatives, loss_scale=loss_scale)
+
+
+def build_objective(config: Config, tset: TrainingSet, device: torch.device) -> Objective:
+    """The objective of ``config.mode`` (CAT.md §3): standard, adv (level 1) or cat (both)."""
+    if config.mode == "standard":
+        return Objective(loss=config.loss)
+    return Objective(
+        loss=config.loss,
+        lambda_1=config.lambda_1,
+        lambda_2=config.lambda_2 or 0.0,
+        eps=config.eps,
+        eps_item=config.eps_item,
+        eps_absolute=config.eps_absolute,
+        item_weights=torch.as_tensor(tset.item_weights, device=device),
+    )
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly (saved in ``last.pt``)."""
+
+    epoch: int = 0  # epoch in progress (0-based)
+    step: int = 0  # next batch index within the epoch
+    best_score: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    done: bool = False
+
+
+def load_split(config: Config) -> SplitData:
+    """Resolve, read and split the run's dataset."""
+    return leave_one_out(read_dataset(resolve_dataset(config.dataset)), config.max_len)
+
+
+class _SignalGuard:
+    """Turns SIGINT / SIGTERM into a flag checked between steps (restored on exit)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalGuard:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Runs (or resumes) one training run in ``run_dir``.
+
+    Args:
+        config: resolved run config.
+        run_dir: output folder; created if needed.
+        progress: show tqdm progress bars.
+        stop_after_steps: testing hook: raise :class:`Interrupted` (after checkpointing) once this
+            many optimisation steps have run in this process.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: str | Path,
+        *,
+        progress: bool = True,
+        stop_after_steps: int | None = None,
+        split: SplitData | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.stop_after_steps = stop_after_steps
+        self.device = torch.device(config.device)
+        self.split = split if split is not None else load_split(config)
+        seed_everything(config.seed)  # before the model's initialisation draws from the RNG
+        self.model = build_model(config, self.split.n_items).to(self.device)
+
+    # ---------------------------------------------------------------- persistence
+    def _save_last(self, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+        ckpt = checkpoint_header(self.config, self.split.n_items) | {
+            "model_state": self.model.state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "train_state": {
+                "epoch": state.epoch,
+                "step": state.step,
+                "best_score": state.best_score,
+                "best_epoch": state.best_epoch,
+                "bad_epochs": state.bad_epochs,
+                "elapsed_s": state.elapsed_s,
+                "done": state.done,
+            },
+        }
+        atomic_torch_save(ckpt, self.run_dir / "last.pt")
+        self._update_meta({"last.pt": file_sha256(self.run_dir / "last.pt")})
+
+    def _save_best(self) -> None:
+        ckpt = checkpoint_header(self.config, self.split.n_items) | {
+            "model_state": self.model.state_dict()
+        }
+        atomic_torch_save(ckpt, self.run_dir / "best.pt")
+        self._update_meta({"best.pt": file_sha256(self.run_dir / "best.pt")})
+
+    def _update_meta(self, checkpoints: dict[str, str] | None = None, **fields) -> None:
+        path = self.run_dir / "run.json"
+        meta = read_json(path) if path.exists() else {}
+        if checkpoints:
+            meta.setdefault("checkpoints", {}).update(checkpoints)
+        meta.update(fields)
+        atomic_write_json(path, meta)
+
+    def _write_start_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", to_yaml(self.config))
+        atomic_write_json(self.run_dir / "items.json", [str(t) for t in self.split.data.item_tokens])
+        self._update_meta(
+            catrec_version=__version__,
+            torch_version=torch.__version__,
+            python_version=platform.python_version(),
+            git_commit=git_commit(),
+            seed=self.config.seed,
+            dataset=self.config.dataset,
+            dataset_source=self.split.data.name,
+            n_users=self.split.n_users,
+            n_items=self.split.n_items,
+            n_dropped_users=self.split.n_dropped,
+            status="running",
+            host_threads=torch.get_num_threads(),
+            pid=os.getpid(),
+        )
+
+    # ---------------------------------------------------------------- training
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train to the end (or resume), then evaluate the best model; returns ``metrics.json``."""
+        cfg = self.config
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        state = TrainState()
+        if resume:
+            state = self._restore(optimizer)
+        else:
+            if (self.run_dir / "last.pt").exists():
+                raise RunError(
+                    f"{self.run_dir} already holds a run; use --resume to continue it or choose "
+                    "another --out"
+                )
+            self._write_start_files()
+        tset = training_set(self.split, self.model, cfg)
+        if cfg.adversarial:
+            np.savez_compressed(
+                self.run_dir / ".cascade.tmp.npz", position=tset.weights, item=tset.item_weights
+            )
+            os.replace(self.run_dir / ".cascade.tmp.npz", self.run_dir / "cascade.npz")
+        objective = build_objective(cfg, tset, self.device)
+        n_rows = len(tset.window)
+        n_batches = (n_rows + cfg.batch_size - 1) // cfg.batch_size
+        lengths = (tset.window > 0).sum(axis=1)
+        # Expected positions with a target per batch: the bucketed loss is normalised by it.
+        n_targets = lengths - 1 if self.model.causal else lengths * cfg.mask_prob
+        mean_targets = float(n_targets.sum()) / n_batches
+        steps_run = 0
+        with _SignalGuard() as guard:
+            while not state.done and state.epoch < cfg.epochs:
+                epoch = state.epoch
+                adv_on = cfg.adversarial and epoch >= cfg.adv_warmup_epochs
+                batches = epoch_batches(
+                    lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), cfg.bucket_batches
+                )
+                t0 = time.perf_counter()
+                self.model.train()
+                sums: dict[str, float] = {}
+                n_steps = 0
+                bar = tqdm(
+                    range(state.step, n_batches),
+                    total=n_batches,
+                    initial=state.step,
+                    desc=f"epoch {epoch + 1}/{cfg.epochs} [{'adv' if adv_on else 'std'}]",
+                    disable=not self.progress,
+                    leave=False,
+                    mininterval=0.5,
+                    dynamic_ncols=True,
+                )
+                for b in bar:
+                    rows = batches[b]
+                    scale = float(n_targets[rows].sum()) / mean_targets if cfg.bucket_batches else 1.0
+                    batch = make_batch(
+                        self.model, tset.window[rows], tset.weights[rows], cfg, self.device, scale
+                    )
+                    optimizer.zero_grad(set_to_none=True)
+                    try:
+                        diag = objective(self.model, batch, adversarial=adv_on)
+                    except NumericalError as exc:
+                        last = self.run_dir / "last.pt"
+                        raise NumericalError(
+                            f"{exc} at epoch {epoch + 1}, step {b + 1}/{n_batches} "
+                            f"(batch of training rows {rows[:5].tolist()}...); nothing was saved "
+                            f"from this step; last good checkpoint: "
+                            f"{last if last.exists() else 'none yet'}"
+                        ) from exc
+                    optimizer.step()
+                    steps_run += 1
+                    n_steps += 1
+                    for k, v in diag.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    if b % 10 == 0:
+                        bar.set_postfix(loss=f"{diag['loss']:.4f}")
+                    state.step = b + 1
+                    stop = guard.received is not None or (
+                        self.stop_after_steps is not None and steps_run >= self.stop_after_steps
+                    )
+                    if stop and state.step < n_batches:
+                        state.elapsed_s += time.perf_counter() - t0
+                        self._save_last(state, optimizer)
+                        self._update_meta(status="interrupted")
+                        bar.close()
+                        raise Interrupted(
+                            f"training interrupted at epoch {epoch + 1}, step {state.step}; "
+                            f"checkpoint saved. Resume with: catrec train --resume {self.run_dir}"
+                        )
+                bar.close()
+                train_s = time.perf_counter() - t0
+                valid = evaluate_ranking(
+                    self.model,
+                    self.split.valid_inputs,
+                    self.split.valid_targets,
+                    batch_size=cfg.eval_batch_size,
+                    mask_history=cfg.mask_history,
+                    device=self.device,
+                )
+                score = valid[SELECT_METRIC]
+                improved = score > state.best_score
+                if improved:
+                    state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+                    self._save_best()
+                else:
+                    state.bad_epochs += 1
+                done_s = time.perf_counter() - t0
+                state.elapsed_s += done_s
+                record = {
+                    "epoch": epoch + 1,
+                    "adversarial": adv_on,
+                    "train_time_s": round(train_s, 3),
+                    "epoch_time_s": round(done_s, 3),
+                    **{k: v / max(n_steps, 1) for k, v in sums.items()},
+                    "valid": valid,
+                }
+                self._append_log(record)
+                if self.progress:
+                    tqdm.write(
+                        f"epoch {epoch + 1:3d}  loss {record.get('loss', float('nan')):.4f}  "
+                        f"valid NDCG@10 {score:.4f}  HR@10 {valid['HR@10']:.4f}  "
+                        f"{'*' if improved else ' '} {done_s:.1f}s"
+                    )
+                adv_epochs = epoch + 1 - cfg.adv_warmup_epochs if cfg.adversarial else cfg.patience
+                state.epoch, state.step = epoch + 1, 0
+                if state.bad_epochs >= cfg.patience and adv_epochs >= cfg.patience:
+                    state.done = True
+                self._save_last(state, optimizer)
+                if guard.received is not None and not state.done and state.epoch < cfg.epochs:
+                    self._update_meta(status="interrupted")
+                    raise Interrupted(
+                        f"training interrupted after epoch {epoch + 1}; checkpoint saved. "
+                        f"Resume with: catrec train --resume {self.run_dir}"
+                    )
+        state.done = True
+        self._update_meta(
+            status="finished",
+            wall_time_s=round(state.elapsed_s, 3),
+            best_epoch=state.best_epoch + 1,
+            epochs_run=state.epoch,
+        )
+        return evaluate_run(self.run_dir, split=self.split)
+
+    def _append_log(self, record: dict[str, Any]) -> None:
+        path = self.run_dir / "log.json"
+        log = read_json(path) if path.exists() else []
+        log = [r for r in log if r["epoch"] < record["epoch"]] + [record]
+        atomic_write_json(path, log)
+
+    def _restore(self, optimizer: torch.optim.Optimizer) -> TrainState:
+        meta = read_json(self.run_dir / "run.json")
+        path = self.run_dir / "last.pt"
+        ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("last.pt"))
+        check_compatible(ckpt, self.config, self.split.n_items, path)
+        self.model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if torch.cuda.is_available() and ckpt.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        ts = ckpt["train_state"]
+        self._update_meta(status="running", pid=os.getpid())
+        return TrainState(**ts)
+
+
+def train(
+    config: Config, run_dir: str | Path, *, progress: bool = True, resume: bool = False, **kwargs
+) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (or resume it) and return its ``metrics.json`` content."""
+    return Trainer(config, run_dir, progress=progress, **kwargs).fit(resume=resume)
+
+
+def load_model(run_dir: str | Path, split: SplitData | None = None) -> tuple[Config, SplitData, SequentialRecommender]:
+    """Config, split data and best model of a finished (or running) run folder.
+
+    Raises:
+        RunError: missing, corrupted or incompatible checkpoint.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    split = split if split is not None else load_split(config)
+    meta = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    path = run_dir / "best.pt"
+    ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("best.pt"))
+    check_compatible(ckpt, config, split.n_items, path)
+    model = build_model(config, split.n_items)
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as exc:
+        raise RunError(f"{path}: weights do not fit the configured model: {exc}") from exc
+    return config, split, model.to(torch.device(config.device))
+
+
+def evaluate_run(run_dir: str | Path, *, split: SplitData | None = None) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint on validation and test; rewrite ``metrics.json``.
+
+    The weights are always reloaded from ``best.pt``, so that ``catrec evaluate`` reproduces the
+    numbers stored at the end of training exactly.
+    """
+    run_dir = Path(run_dir)
+    config, split, model = load_model(run_dir, split)
+    kw = dict(
+        batch_size=config.eval_batch_size,
+        mask_history=config.mask_history,
+        device=torch.device(config.device),
+    )
+    metrics = {
+        "valid": evaluate_ranking(model, split.valid_inputs, split.valid_targets, **kw),
+        "test": evaluate_ranking(model, split.test_inputs, split.test_targets, **kw),
+    }
+    path = run_dir / "metrics.json"
+    old = read_json(path) if path.exists() else {}
+    meta = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    metrics["run"] = {
+        "mode": config.mode,
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "git_commit": meta.get("git_commit"),
+        "best_epoch": meta.get("best_epoch", old.get("run", {}).get("best_epoch")),
+    }
+    atomic_write_json(path, metrics)
+    return metrics
