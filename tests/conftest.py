@@ -30,3 +30,12 @@ def beauty_slice(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "beauty_slice.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def beauty_tiny(tmp_path_factory) -> Path:
+    """The first 300 users of the real Beauty file, for multi-epoch tests."""
+    lines = BEAUTY.read_text().splitlines()[:300]
+    path = tmp_path_factory.mktemp("data") / "beauty_tiny.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path

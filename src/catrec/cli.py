@@ -154,6 +154,207 @@ def evaluate(run_dir: str) -> None:
     _print_metrics(evaluate_run(run_dir))
 
 
+def _split_list(value: str, option: str) -> list[str]:
+    """Comma-separated option value -> list of non-empty names."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise click.UsageError(f"{option} needs at least one value")
+    return items
+
+
+def _robustness_options(func):
+    """Options shared by ``robustness`` and ``compare`` (replacement plan and metrics)."""
+    opts = [
+        click.option(
+            "--positions",
+            default="first,middle,last,random",
+            show_default=True,
+            help="replaced positions, comma-separated: first, middle, last, random",
+        ),
+        click.option(
+            "--k",
+            "k",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="items replaced per user (with position last: the k most recent)",
+        ),
+        click.option(
+            "--depth",
+            type=click.IntRange(min=1),
+            default=10,
+            show_default=True,
+            help="K of the top-K lists and of HR@K / NDCG@K",
+        ),
+        click.option(
+            "--p",
+            "p",
+            type=click.FloatRange(0.0, 1.0, min_open=True),
+            default=0.9,
+            show_default=True,
+            help="RBO persistence p (finite, normalised RBO@K; CAT.md §4)",
+        ),
+        click.option(
+            "--bootstrap",
+            type=click.IntRange(min=1),
+            default=1000,
+            show_default=True,
+            help="bootstrap resamples for the 95% intervals",
+        ),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@_robustness_options
+@click.option(
+    "--replacement",
+    default="random",
+    show_default=True,
+    help="replacement items: random, popular or adversarial (comma-separated for several)",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="plan seed")
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False),
+    help="plan file to read (or draw into); share one across runs "
+    "[default: RUN_DIR/plan-seedS.npz]",
+)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def robustness(
+    run_dir: str,
+    positions: str,
+    k: int,
+    depth: int,
+    p: float,
+    bootstrap: int,
+    replacement: str,
+    seed: int,
+    plan_path: str | None,
+    quiet: bool,
+) -> None:
+    """Robustness of RUN_DIR's best model to item replacement in the test inputs.
+
+    Prints a table and merges one record per setting into RUN_DIR/robustness.json.
+    Example: catrec robustness runs/beauty-sasrec-cat-seed0 --replacement adversarial
+    """
+    from catrec.robustness import format_table, run_robustness, select_records, settings_grid
+
+    settings = settings_grid(
+        _split_list(positions, "--positions"), _split_list(replacement, "--replacement"), k
+    )
+    doc = run_robustness(
+        run_dir,
+        settings,
+        seed=seed,
+        plan_path=plan_path,
+        depth=depth,
+        p=p,
+        n_bootstrap=bootstrap,
+        progress=not quiet,
+    )
+    clean = doc["clean"]
+    click.echo(
+        f"clean test: users {clean['n_users']}  HR@{depth} {clean[f'HR@{depth}']:.4f}  "
+        f"NDCG@{depth} {clean[f'NDCG@{depth}']:.4f}"
+    )
+    click.echo(format_table(select_records(doc, settings, seed, depth, p), depth))
+    click.echo(f"written: {Path(run_dir) / 'robustness.json'}")
+
+
+def _config_options_except(*names: str):
+    """:func:`config_options` without the options for the Config fields ``names``."""
+
+    def decorate(func):
+        func = config_options(func)
+        func.__click_params__ = [o for o in func.__click_params__ if o.name not in names]
+        return func
+
+    return decorate
+
+
+@cli.command()
+@click.option("--modes", default="standard,adv,cat", show_default=True, help="training modes")
+@click.option("--seeds", default="0,1,2", show_default=True, help="training seeds")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="output folder; runs go to OUT/runs/<mode>-seed<seed> [default: compare/DATASET-MODEL]",
+)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file")
+@_robustness_options
+@click.option(
+    "--replacement",
+    default="random",
+    show_default=True,
+    help="replacement items: random, popular, adversarial (comma-separated for several)",
+)
+@click.option(
+    "--plan-seed", type=click.IntRange(min=0), default=0, show_default=True, help="plan seed"
+)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_config_options_except("mode", "seed")
+def compare(
+    modes: str,
+    seeds: str,
+    out: str | None,
+    config_file: str | None,
+    positions: str,
+    k: int,
+    depth: int,
+    p: float,
+    bootstrap: int,
+    replacement: str,
+    plan_seed: int,
+    quiet: bool,
+    **opts,
+) -> None:
+    """Train (or reuse) each mode x seed and compare accuracy and robustness side by side.
+
+    Every run is evaluated on the same replacement plan. Writes OUT/compare.json, OUT/compare.md
+    and PNG plots; finished runs in OUT/runs are reused and an interrupted compare resumes.
+    Training options (e.g. --epochs, --adv-warmup-epochs, --max-len) apply to every run.
+    Example: catrec compare --dataset beauty --model sasrec --modes standard,adv,cat --seeds 0,1,2
+    """
+    from catrec.compare import run_compare
+
+    base = load_yaml(config_file) if config_file else {}
+    base.update({key: v for key, v in opts.items() if v is not None})
+    for key in ("mode", "seed"):
+        if key in base:
+            raise click.UsageError(f"the config sets {key!r}; compare takes --modes and --seeds")
+    if "dataset" not in base:
+        raise click.UsageError("missing --dataset (a name such as beauty, or a file path)")
+    try:
+        seed_list = [int(s) for s in _split_list(seeds, "--seeds")]
+    except ValueError:
+        raise click.UsageError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if out is None:
+        name = Path(base["dataset"]).stem.lower()
+        out = str(Path("compare") / f"{name}-{base.get('model', 'sasrec')}")
+    result = run_compare(
+        out,
+        base,
+        _split_list(modes, "--modes"),
+        seed_list,
+        positions=_split_list(positions, "--positions"),
+        replacements=_split_list(replacement, "--replacement"),
+        k=k,
+        plan_seed=plan_seed,
+        depth=depth,
+        p=p,
+        n_bootstrap=bootstrap,
+        progress=not quiet,
+    )
+    click.echo((Path(out) / "compare.md").read_text(encoding="utf-8"))
+    click.echo(f"written: {Path(out) / 'compare.json'}, {Path(out) / 'compare.md'}, ")
+    click.echo("         " + ", ".join(result["plots"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``catrec`` console script; returns the exit status."""
     from catrec.train.loop import Interrupted

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from catrec.errors import DataError
-from catrec.utils import atomic_write_bytes
 
 
 @dataclass(frozen=True)
 class KnownDataset:
+    """A dataset known by name: its file name (also the name under the download URL), sha256."""
+
     file: str
     sha256: str
 
@@ -33,7 +38,9 @@ DATASETS: dict[str, KnownDataset] = {
     "toys": KnownDataset(
         "Toys_and_Games.txt", "176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f"
     ),
-    "yelp": KnownDataset("Yelp.txt", "724b219106b81dd2349027da997334ddb6da9fe2f152ad6e0d97a93170f7caed"),
+    "yelp": KnownDataset(
+        "Yelp.txt", "724b219106b81dd2349027da997334ddb6da9fe2f152ad6e0d97a93170f7caed"
+    ),
 }
 
 DEFAULT_URL = "https://raw.githubusercontent.com/salesforce/ICLRec/master/data/"
@@ -53,68 +60,121 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str) -> Path:
-    """Download ``url`` (``http(s)://`` or ``file://``) to ``dest``, verifying its sha256.
+def _file_url_path(url: str) -> Path:
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise DataError(f"{url}: file:// URLs must name a local file (file:///path/to/file)")
+    return Path(urllib.request.url2pathname(parts.path))
 
-    The file appears at ``dest`` only when complete and verified (temporary file and rename).
 
-    Raises:
-        DataError: the download failed or the checksum does not match.
-    """
+def _chunks(url: str, dest: Path) -> Iterator[bytes]:
+    """The bytes at ``url`` in blocks, with a progress bar for downloads (hide: TQDM_DISABLE=1)."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "file":
+        try:
+            with open(_file_url_path(url), "rb") as fh:
+                yield from iter(lambda: fh.read(1 << 20), b"")
+        except OSError as exc:
+            raise DataError(f"cannot read {url}: {exc.strerror or exc}") from exc
+        return
+    if scheme not in ("http", "https"):
+        raise DataError(
+            f"cannot download {url}: unsupported URL scheme {scheme!r}; expected http://, "
+            "https:// or file:// (check $CATREC_DATA_URL)"
+        )
     import requests
     from tqdm.auto import tqdm
 
-    if url.startswith("file://"):
-        try:
-            data = Path(url[len("file://") :]).read_bytes()
-        except OSError as exc:
-            raise DataError(f"cannot read {url}: {exc}") from exc
-    else:
-        try:
-            with requests.get(url, stream=True, timeout=60) as resp:
-                resp.raise_for_status()
-                total = int(resp.headers.get("content-length") or 0) or None
-                chunks = []
-                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
-                    for chunk in resp.iter_content(1 << 16):
-                        chunks.append(chunk)
-                        bar.update(len(chunk))
-                data = b"".join(chunks)
-        except requests.RequestException as exc:
+    try:
+        with requests.get(url, stream=True, timeout=60) as resp:
+            resp.raise_for_status()
+            total = int(resp.headers.get("content-length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+                for chunk in resp.iter_content(1 << 16):
+                    bar.update(len(chunk))
+                    yield chunk
+    except requests.RequestException as exc:
+        raise DataError(
+            f"cannot download {url}: {exc}. Download it by hand and pass its path, "
+            "or put it in $CATREC_DATA_DIR"
+        ) from exc
+
+
+def download(url: str, dest: Path, sha256: str) -> Path:
+    """Download ``url`` (``http(s)://`` or ``file://``) to ``dest``, verifying its sha256.
+
+    The data streams into a temporary file next to ``dest``, which is renamed to ``dest`` only
+    when complete and verified: ``dest`` is never partial, and nothing is left on failure.
+
+    Raises:
+        DataError: the download failed, the checksum does not match, or ``dest`` cannot be
+            written.
+    """
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write to the cache folder {dest.parent}: {exc.strerror or exc}; "
+            "set $CATREC_CACHE_DIR to a writable folder"
+        ) from exc
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in _chunks(url, dest):
+                h.update(chunk)
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        got = h.hexdigest()
+        if got != sha256:
             raise DataError(
-                f"cannot download {url}: {exc}. Download it by hand and pass its path, "
-                "or put it in $CATREC_DATA_DIR"
-            ) from exc
-    got = hashlib.sha256(data).hexdigest()
-    if got != sha256:
-        raise DataError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}")
-    atomic_write_bytes(dest, data)
+                f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}; "
+                "the file was not cached"
+            )
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise DataError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 
 def resolve_dataset(name_or_path: str, *, allow_download: bool = True) -> Path:
     """Turn a dataset name (``beauty``, ``sports``, ``toys``, ``yelp``) or a path into a file path.
 
-    A name is looked up as its file (e.g. ``Beauty.txt``) in ``$CATREC_DATA_DIR``, then in the
-    cache; if absent it is downloaded and cached. Anything containing a path separator or an
-    existing file is treated as a path.
+    A name (any case) is looked up as its file (e.g. ``Beauty.txt``) in ``$CATREC_DATA_DIR``,
+    then in the cache (:func:`cache_dir`); if absent it is downloaded from
+    ``$CATREC_DATA_URL`` (default :data:`DEFAULT_URL`), verified and cached. An existing file
+    of the same name as a known dataset wins: it is a path.
 
     Raises:
-        DataError: unknown name and no such file, or a failed download.
+        DataError: unknown name and no such file, a name not found locally with
+            ``allow_download=False``, or a failed download.
     """
     p = Path(name_or_path).expanduser()
     key = name_or_path.lower()
     if key in DATASETS and not p.is_file():
         known = DATASETS[key]
+        searched = []
         env = os.environ.get("CATREC_DATA_DIR")
-        if env and (Path(env) / known.file).is_file():
-            return Path(env) / known.file
+        if env:
+            local = Path(env).expanduser() / known.file
+            if local.is_file():
+                return local
+            searched.append(str(local))
         cached = cache_dir() / known.file
         if cached.is_file():
             return cached
+        searched.append(str(cached))
         if not allow_download:
-            raise DataError(f"dataset {name_or_path!r} not found in $CATREC_DATA_DIR or cache")
-        base = os.environ.get("CATREC_DATA_URL", DEFAULT_URL)
+            raise DataError(
+                f"dataset {name_or_path!r} not found (looked for {' and '.join(searched)}); "
+                "allow the download, or put the file in $CATREC_DATA_DIR"
+            )
+        base = os.environ.get("CATREC_DATA_URL") or DEFAULT_URL
         return download(base.rstrip("/") + "/" + known.file, cached, known.sha256)
     if p.is_file():
         return p

@@ -31,9 +31,13 @@ def windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int)
     Returns:
         ``[U, width]`` int64; the most recent item of each slice is in the last column.
     """
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
     idx = ends[:, None] - width + np.arange(width)[None, :]  # [U, width]
     valid = idx >= starts[:, None]
-    out = np.where(valid, items[np.clip(idx, 0, max(len(items) - 1, 0))], 0)
+    if len(items) == 0:  # every slice is empty: nothing to gather
+        return np.zeros(idx.shape, dtype=np.int64)
+    out = np.where(valid, items[np.clip(idx, 0, len(items) - 1)], 0)
     return out.astype(np.int64, copy=False)
 
 
@@ -88,7 +92,16 @@ def leave_one_out(data: SequenceData, max_len: int = 50) -> SplitData:
     """Split every user's sequence into training part, validation target and test target.
 
     Users with fewer than 3 interactions cannot be split; they are dropped with a warning that
-    gives their count.
+    gives their count. The item vocabulary is kept whole (ids do not change).
+
+    Args:
+        data: the dataset, ``[U_all]`` users.
+        max_len: L, the input length; longer histories keep their most recent items.
+
+    Returns:
+        :class:`SplitData` with ``train_seq [U, L + 1]``, ``valid_inputs``/``test_inputs``
+        ``[U, L]`` (left-padded with 0) and ``valid_targets``/``test_targets`` ``[U]``, for the
+        ``U`` users with at least 3 interactions, in their original order.
 
     Raises:
         ValueError: ``max_len < 1``.

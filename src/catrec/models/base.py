@@ -75,19 +75,26 @@ class SequentialRecommender(nn.Module, ABC):
     def predict(self, item_ids: Tensor) -> Tensor:
         """Next-item logits ``[B, n_items + 1]`` read at the last position of ``item_ids [B, L]``.
 
-        Bidirectional models get a mask token appended (the last item is dropped when the input
-        is already ``max_len`` long) so that the prediction slot sees the whole history.
+        Bidirectional models get a mask token appended (see :meth:`prediction_input`) so that the
+        prediction slot sees the whole history.
         """
         ids = self.prediction_input(item_ids)
         hidden = self.encode(self.embed(ids), ids > 0)
         return self.score(hidden[:, -1])
 
     def prediction_input(self, item_ids: Tensor) -> Tensor:
-        """Input ids for next-item prediction; causal models use the sequence itself."""
+        """Input ids for next-item prediction; causal models use the sequence itself.
+
+        Bidirectional models: ``item_ids [B, W]`` with the mask token appended, ``[B, W + 1]``; when
+        that would exceed ``max_len``, the oldest columns are dropped, so a row keeps its most recent
+        ``max_len - 1`` items whatever else is in the batch (as in the original BERT4Rec, whose
+        input length counts the mask token; training windows are ``max_len`` long too).
+        """
         if self.mask_token is None:
             return item_ids
         mask = torch.full_like(item_ids[:, :1], self.mask_token)
-        return torch.cat([item_ids[:, 1:], mask], dim=1)
+        keep = item_ids[:, max(item_ids.shape[1] + 1 - self.max_len, 0) :]
+        return torch.cat([keep, mask], dim=1)
 
 
 class Dropout(nn.Module):

@@ -114,7 +114,10 @@ def make_batch(
 
     Causal models predict the next item at every real position. Bidirectional models use cloze
     training: each real item is replaced by the mask token with probability ``mask_prob`` and
-    is the target there (Sun et al., CIKM 2019). Leading all-padding columns are trimmed.
+    is the target there (Sun et al., CIKM 2019); a row whose draw masked nothing has its most
+    recent item masked instead, so every row has a target (the original masks at least one item)
+    and the original's last-item-only examples (Sun et al., §3.6) occur, mostly for short
+    sequences. Leading all-padding columns are trimmed.
     """
     win = torch.as_tensor(window, device=device)
     w = torch.as_tensor(weights, device=device)
@@ -124,6 +127,7 @@ def make_batch(
     else:
         real = win > 0
         masked = (torch.rand(win.shape, device=device) < config.mask_prob) & real
+        masked[:, -1] |= real[:, -1] & ~masked.any(dim=1)  # left padding: last column = most recent
         inputs = torch.where(masked, model.mask_token, win)
         targets = torch.where(masked, win, 0)
     real_cols = (inputs > 0).any(dim=0)
@@ -162,6 +166,16 @@ class TrainState:
     log: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
     done: bool = False
+
+
+def should_stop(bad_epochs: int, epochs_done: int, config: Config) -> bool:
+    """Early stopping: ``patience`` epochs without validation gain, and, for adversarial modes,
+    the adversarial terms have run for at least ``patience`` epochs (CAT.md §3)."""
+    if bad_epochs < config.patience:
+        return False
+    if config.adversarial:
+        return epochs_done - config.adv_warmup_epochs >= config.patience
+    return True
 
 
 def load_split(config: Config) -> SplitData:
@@ -397,10 +411,8 @@ class Trainer:
                         f"valid NDCG@10 {score:.4f}  HR@10 {valid['HR@10']:.4f}  "
                         f"{'*' if improved else ' '} {done_s:.1f}s"
                     )
-                adv_epochs = epoch + 1 - cfg.adv_warmup_epochs if cfg.adversarial else cfg.patience
                 state.epoch, state.step = epoch + 1, 0
-                if state.bad_epochs >= cfg.patience and adv_epochs >= cfg.patience:
-                    state.done = True
+                state.done = should_stop(state.bad_epochs, state.epoch, cfg)
                 self._save_last(state, optimizer)
                 if guard.received is not None and not state.done and state.epoch < cfg.epochs:
                     self._update_meta(status="interrupted")

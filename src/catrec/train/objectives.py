@@ -153,6 +153,7 @@ class Objective:
             Delta = item_perturbation(
                 G, table.detach(), weights, self.eps_item, self.eps_absolute, model.n_items + 1
             )
+            Delta[model.n_items + 1 :] = 0.0  # rows past the items (a mask token) are not items
             table2 = table + Delta
             h2 = model.encode(model.embed(batch.inputs, table2), pad)
             l2 = rec_loss(model, h2, batch.targets, table2, self.loss, batch.negatives)

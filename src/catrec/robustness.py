@@ -1,0 +1,884 @@
+"""Robustness to item replacement in the test inputs (CAT.md §4; Tan et al., SDM 2024, §5).
+
+For each test user, one (or k) item(s) of the left-padded input sequence is replaced, and the
+model's clean and perturbed outputs are compared: HR@K / NDCG@K and their relative drop, and the
+similarity of the clean and perturbed top-K lists (Jaccard@K and finite RBO@K, see
+:mod:`catrec.metrics.stability`), averaged over users with a 95% bootstrap interval.
+
+Which positions (``n`` = number of real items of the input, real index 0 = oldest):
+
+- ``first``: the oldest item of the input window (index 0); users with more than ``max_len``
+  interactions have older items that the model never sees.
+- ``middle``: index ``n // 2`` (for even ``n`` the later of the two central items).
+- ``last``: the most recent item (index ``n - 1``).
+- ``random``: an index drawn uniformly from ``0..n-1`` with the plan's seed.
+
+With ``k > 1`` each position names a group of k real items: ``first`` the k oldest, ``last`` the
+k most recent (the "k most recent positions"), ``middle`` the k consecutive items starting at
+``clip(n // 2 - k // 2, 0, n - k)``, ``random`` k distinct indices drawn uniformly. A user with
+``n < k`` real items cannot be perturbed as asked and is *skipped*: counted in ``n_skipped`` and
+left out of every metric of that setting (clean and perturbed alike). With ``k = 1`` nobody is
+skipped for length (every test input has at least one item); for ``n = 1`` first, middle and last
+are the same item, by design.
+
+Which replacement items (never padding, never an item of the user's input sequence, so never the
+replaced item itself, and distinct among the k replacements):
+
+- ``random``: uniform over the items not excluded.
+- ``popular``: weighted by training popularity (occurrences in the training parts of all users,
+  validation and test targets excluded); items never seen in training are never drawn.
+- ``adversarial``: white-box, first order. With ``g = dL/de_t``, the gradient of the
+  cross-entropy of the true test target (full softmax over all items, as in training) with
+  respect to the input embedding at the replaced position, the gain of item ``j`` is
+  ``g · (E_j - E_current)``; the item with the largest gain is chosen. For k > 1 the gradients
+  of all k positions come from one clean pass and items are picked greedily, position by
+  position (oldest first), each distinct from the ones already picked.
+
+The test target itself is excluded too, for all three kinds: with history masking (the default),
+inserting the target into the input would make it a forced miss, an artefact of the evaluation's
+mask rather than a change of the model's ranking (and for ``adversarial`` the first-order gain
+would often point at it). Users with no admissible replacement item (only on toy catalogues) are
+skipped as well.
+
+The plan (columns and random / popular replacement items) depends only on the test split, the
+seed and the settings: each setting draws from its own stream ``(seed, position, k[,
+replacement])``, so a plan extended with new settings equals one drawn with all settings at once.
+It is saved (``.npz``) next to the results and loaded by every model compared; adversarial items
+depend on the model and are saved in the run folder.
+
+Top-K lists come from the masked full-ranking scores (``mask_history`` as in the run's config):
+the clean list masks the clean history, the perturbed list the perturbed one, so the inserted
+item can never appear in the perturbed list and the removed item may now appear in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from catrec.data import SplitData
+from catrec.errors import ConfigError, RunError
+from catrec.evaluate import score_users
+from catrec.metrics.ranking import hit_rate, ndcg, ranks_from_scores
+from catrec.metrics.stability import (
+    bootstrap_means,
+    jaccard_at_k,
+    percentile_interval,
+    rbo_at_k,
+)
+from catrec.models.base import SequentialRecommender, trim_padding
+from catrec.utils import atomic_write_bytes, atomic_write_json, git_commit
+
+POSITIONS = ("first", "middle", "last", "random")
+REPLACEMENTS = ("random", "popular", "adversarial")
+# Stable codes that seed each setting's random stream (never reorder).
+_POSITION_CODE = {"first": 1, "middle": 2, "last": 3, "random": 4}
+_REPLACEMENT_CODE = {"random": 1, "popular": 2, "adversarial": 3}
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One robustness setting: which position(s), how many (k), and which replacement items."""
+
+    position: str
+    replacement: str
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise ConfigError(
+                f"unknown position {self.position!r} (choose from {', '.join(POSITIONS)})"
+            )
+        if self.replacement not in REPLACEMENTS:
+            raise ConfigError(
+                f"unknown replacement {self.replacement!r} (choose from {', '.join(REPLACEMENTS)})"
+            )
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ConfigError(
+                f"k (number of replaced items) must be an integer >= 1, got {self.k!r}"
+            )
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.position, self.replacement, self.k)
+
+
+def settings_grid(
+    positions: Iterable[str], replacements: Iterable[str], k: int = 1
+) -> list[Setting]:
+    """Every (position, replacement) pair for one k, in the given order."""
+    return [Setting(pos, rep, k) for rep in replacements for pos in positions]
+
+
+# --------------------------------------------------------------------------- positions and items
+def real_lengths(inputs: np.ndarray) -> np.ndarray:
+    """Number of real (non-padding) items of each left-padded row of ``inputs [U, L]``: ``[U]``."""
+    return (inputs > 0).sum(axis=1)
+
+
+def select_columns(
+    inputs: np.ndarray, position: str, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Columns of ``inputs [U, L]`` to replace: ``[U, k]`` int64 ascending, ``-1`` for skipped rows.
+
+    See the module docstring for what each position means; rows with fewer than ``k`` real items
+    are skipped. ``rng`` is only used by ``random``.
+    """
+    U, L = inputs.shape
+    n = real_lengths(inputs)  # [U]
+    start = L - n  # column of the oldest real item
+    if position == "first":
+        offset = np.zeros(U, dtype=np.int64)
+    elif position == "last":
+        offset = n - k
+    elif position == "middle":
+        offset = np.clip(n // 2 - k // 2, 0, np.maximum(n - k, 0))
+    elif position == "random":
+        # k distinct real columns, uniformly: the k smallest of uniform keys over real columns.
+        keys = rng.random((U, L))
+        keys[inputs <= 0] = np.inf
+        cols = np.sort(np.argsort(keys, axis=1, kind="stable")[:, :k], axis=1)
+        return np.where((n >= k)[:, None], cols, -1).astype(np.int64)
+    else:
+        raise ConfigError(f"unknown position {position!r} (choose from {', '.join(POSITIONS)})")
+    cols = (start + offset)[:, None] + np.arange(k)[None, :]  # [U, k]
+    return np.where((n >= k)[:, None], cols, -1).astype(np.int64)
+
+
+def training_popularity(split: SplitData) -> np.ndarray:
+    """Occurrences of each item in all users' training parts, ``[n_items + 1]`` (0 for padding).
+
+    The training part of a user is the whole sequence but its last two items (validation and test
+    targets), not only the ``max_len + 1`` most recent items kept in ``split.train_seq``.
+    """
+    data = split.data
+    lengths = data.lengths
+    pos = np.arange(data.n_interactions) - np.repeat(data.offsets[:-1], lengths)
+    keep = pos < np.repeat(lengths - 2, lengths)
+    counts = np.bincount(data.items[keep], minlength=split.n_items + 1).astype(np.int64)
+    counts[0] = 0
+    return counts
+
+
+def _sample_excluding(
+    rng: np.random.Generator,
+    forbid: np.ndarray,
+    k: int,
+    n_items: int,
+    weights: np.ndarray | None,
+    max_rounds: int = 100,
+) -> np.ndarray:
+    """k distinct items per row, none in ``forbid [R, F]``: ``[R, k]`` (0 where none is left).
+
+    Uniform over ``1..n_items`` when ``weights`` is None, else proportional to ``weights
+    [n_items + 1]`` (zero-weight items are never drawn). Vectorised rejection sampling (clashes
+    are rare: a row forbids at most ``max_len + 1 + k`` items), then an exact per-row draw for the
+    few rows still clashing.
+    """
+    R = forbid.shape[0]
+    if weights is None:
+        prob = None
+
+        def draw(m: int) -> np.ndarray:
+            return rng.integers(1, n_items + 1, size=m)
+    else:
+        prob = weights[1:].astype(np.float64) / weights[1:].sum()
+
+        def draw(m: int) -> np.ndarray:
+            return rng.choice(n_items, size=m, p=prob) + 1
+
+    out = np.zeros((R, k), dtype=np.int64)
+    for j in range(k):
+        ban = np.concatenate([forbid, out[:, :j]], axis=1)  # [R, F + j]
+        item = draw(R)
+        bad = (item[:, None] == ban).any(axis=1)
+        for _ in range(max_rounds):
+            if not bad.any():
+                break
+            idx = np.flatnonzero(bad)
+            item[idx] = draw(len(idx))
+            bad[idx] = (item[idx, None] == ban[idx]).any(axis=1)
+        for i in np.flatnonzero(bad):  # exact fallback: rows whose admissible set is tiny
+            allowed = np.setdiff1d(np.arange(1, n_items + 1), ban[i])
+            if prob is not None:
+                allowed = allowed[weights[allowed] > 0]
+            if len(allowed) == 0:
+                item[i] = 0
+                continue
+            w = None if prob is None else weights[allowed] / weights[allowed].sum()
+            item[i] = rng.choice(allowed, p=w)
+        out[:, j] = item
+    out[(out == 0).any(axis=1)] = 0  # a row without k admissible items is skipped as a whole
+    return out
+
+
+def draw_replacements(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    columns: np.ndarray,
+    n_items: int,
+    replacement: str,
+    rng: np.random.Generator,
+    popularity: np.ndarray | None = None,
+) -> np.ndarray:
+    """Replacement items ``[U, k]`` for ``random`` or ``popular`` (0 in skipped rows).
+
+    Excluded for each user: padding, every item of its input sequence, its test target, and the
+    replacements already drawn for it.
+    """
+    if replacement not in ("random", "popular"):
+        raise ValueError(f"{replacement!r} items are not drawn from a seed (see adversarial_items)")
+    if replacement == "popular" and popularity is None:
+        raise ValueError("popular replacement needs item popularity")
+    U, k = columns.shape
+    out = np.zeros((U, k), dtype=np.int64)
+    rows = np.flatnonzero(columns[:, 0] >= 0)
+    forbid = np.concatenate([inputs[rows], targets[rows, None]], axis=1)
+    weights = popularity if replacement == "popular" else None
+    out[rows] = _sample_excluding(rng, forbid, k, n_items, weights)
+    return out
+
+
+def data_fingerprint(inputs: np.ndarray, targets: np.ndarray, n_items: int) -> str:
+    """Short hash of the test inputs, targets and item count: a plan only fits the data it was
+    drawn for."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(inputs, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(targets, dtype=np.int64).tobytes())
+    h.update(str(n_items).encode())
+    return h.hexdigest()[:16]
+
+
+def _hash_arrays(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class ReplacementPlan:
+    """Which columns each test user gets replaced, and with which item, per setting.
+
+    Attributes:
+        seed: the plan seed.
+        fingerprint: :func:`data_fingerprint` of the test split it was drawn for.
+        n_items: catalogue size.
+        columns: ``(position, k) -> [U, k]`` columns, ``-1`` for skipped users.
+        items: ``(position, k, replacement) -> [U, k]`` items for ``random`` / ``popular``, 0 for
+            skipped users (adversarial items depend on the model and are not part of the plan).
+    """
+
+    seed: int
+    fingerprint: str
+    n_items: int
+    columns: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    items: dict[tuple[str, int, str], np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, split: SplitData, seed: int) -> ReplacementPlan:
+        fp = data_fingerprint(split.test_inputs, split.test_targets, split.n_items)
+        return cls(seed=seed, fingerprint=fp, n_items=split.n_items)
+
+    def check_fits(self, split: SplitData, source: str = "plan") -> None:
+        fp = data_fingerprint(split.test_inputs, split.test_targets, split.n_items)
+        if fp != self.fingerprint or self.n_items != split.n_items:
+            raise RunError(
+                f"{source} was drawn for other test data (fingerprint {self.fingerprint}, this "
+                f"run's data {fp}): a different dataset or max_len; use another --plan file"
+            )
+
+    def ensure(
+        self,
+        split: SplitData,
+        settings: Iterable[Setting],
+        popularity: np.ndarray | None = None,
+    ) -> bool:
+        """Draw whatever ``settings`` need and the plan lacks; returns True if anything was added.
+
+        Each setting has its own stream ``(seed, position, k[, replacement])``, so the result does
+        not depend on which settings were drawn before.
+        """
+        self.check_fits(split)
+        added = False
+        for s in settings:
+            ck = (s.position, s.k)
+            if ck not in self.columns:
+                rng = np.random.default_rng([self.seed, _POSITION_CODE[s.position], s.k])
+                self.columns[ck] = select_columns(split.test_inputs, s.position, s.k, rng)
+                added = True
+            ik = (s.position, s.k, s.replacement)
+            if s.replacement != "adversarial" and ik not in self.items:
+                if s.replacement == "popular" and popularity is None:
+                    popularity = training_popularity(split)
+                rng = np.random.default_rng(
+                    [self.seed, _POSITION_CODE[s.position], s.k, _REPLACEMENT_CODE[s.replacement]]
+                )
+                self.items[ik] = draw_replacements(
+                    split.test_inputs,
+                    split.test_targets,
+                    self.columns[ck],
+                    split.n_items,
+                    s.replacement,
+                    rng,
+                    popularity,
+                )
+                added = True
+        return added
+
+    def setting_sha256(self, s: Setting) -> str:
+        """Hash of what the plan fixes for ``s`` (columns, and items unless adversarial)."""
+        cols = self.columns[(s.position, s.k)]
+        if s.replacement == "adversarial":
+            return _hash_arrays(cols)
+        return _hash_arrays(cols, self.items[(s.position, s.k, s.replacement)])
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        """Write the plan as ``.npz`` (atomically)."""
+        arrays: dict[str, np.ndarray] = {}
+        for (pos, k), cols in self.columns.items():
+            arrays[f"columns__{pos}__{k}"] = cols
+        for (pos, k, rep), items in self.items.items():
+            arrays[f"items__{pos}__{k}__{rep}"] = items
+        meta = {
+            "format": PLAN_FORMAT,
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+            "n_items": self.n_items,
+        }
+        arrays["meta"] = np.array(json.dumps(meta))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReplacementPlan:
+        """Read a plan written by :meth:`save`.
+
+        Raises:
+            RunError: missing, unreadable or not a catrec plan.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {name: z[name] for name in z.files if name != "meta"}
+        except FileNotFoundError as exc:
+            raise RunError(f"{path}: plan file missing") from exc
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise RunError(f"{path}: not a readable catrec replacement plan ({exc})") from exc
+        if meta.get("format") != PLAN_FORMAT:
+            raise RunError(f"{path}: plan format {meta.get('format')!r}, expected {PLAN_FORMAT}")
+        plan = cls(
+            seed=int(meta["seed"]), fingerprint=meta["fingerprint"], n_items=int(meta["n_items"])
+        )
+        for name, a in arrays.items():
+            parts = name.split("__")
+            if parts[0] == "columns":
+                plan.columns[(parts[1], int(parts[2]))] = a.astype(np.int64)
+            elif parts[0] == "items":
+                plan.items[(parts[1], int(parts[2]), parts[3])] = a.astype(np.int64)
+        return plan
+
+
+def load_or_draw_plan(
+    path: str | Path, split: SplitData, seed: int, settings: Sequence[Setting]
+) -> ReplacementPlan:
+    """The plan in ``path`` (extended with missing settings and re-saved), or a new one.
+
+    Raises:
+        RunError: the file holds a plan for another seed or other test data.
+    """
+    path = Path(path)
+    if path.exists():
+        plan = ReplacementPlan.load(path)
+        if plan.seed != seed:
+            raise RunError(
+                f"{path}: plan was drawn with seed {plan.seed}, not {seed}; use --seed "
+                f"{plan.seed} or another plan file"
+            )
+        plan.check_fits(split, str(path))
+    else:
+        plan = ReplacementPlan.empty(split, seed)
+    if plan.ensure(split, settings) or not path.exists():
+        plan.save(path)
+    return plan
+
+
+# --------------------------------------------------------------------------- model passes
+def _prediction_shift(model: SequentialRecommender) -> int:
+    """Column shift from an input to ``model.prediction_input`` (a mask token drops column 0)."""
+    return 0 if model.mask_token is None else -1
+
+
+def _batches(inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row batches in order of sequence length, so that each batch trims most of its padding."""
+    order = np.argsort(real_lengths(inputs), kind="stable")
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def adversarial_items(
+    model: SequentialRecommender,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    columns: np.ndarray,
+    *,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+    on_batch: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """First-order adversarial replacement items ``[U, k]`` (0 for skipped rows).
+
+    For each row and replaced column t: ``g = d CE(score(h_last), target) / d e_t`` on the clean
+    input, then the item ``j`` maximising ``g · (E_j - E_{x_t})`` among real items that are not in
+    the input, not the target and not already picked for this row.
+
+    Args:
+        inputs: ``[U, L]`` left-padded test inputs; targets: ``[U]``.
+        columns: ``[U, k]`` columns to replace (``-1`` rows are skipped).
+    """
+    was_training = model.training
+    model.eval()
+    U, k = columns.shape
+    out = np.zeros((U, k), dtype=np.int64)
+    n_rows = model.n_items + 1
+    shift = _prediction_shift(model)
+    try:
+        valid = np.flatnonzero(columns[:, 0] >= 0)
+        for rows in _batches(inputs[valid], batch_size):
+            rows = valid[rows]
+            x = trim_padding(torch.as_tensor(inputs[rows], device=device))  # [B, L']
+            first = inputs.shape[1] - x.shape[1]
+            y = torch.as_tensor(targets[rows], device=device)
+            cols = torch.as_tensor(columns[rows], device=device) - first + shift  # [B, k]
+            ids = model.prediction_input(x)
+            table = model.item_table().detach()
+            with torch.enable_grad():
+                e = model.embed(ids, table).requires_grad_(True)  # [B, L', d]
+                h = model.encode(e, ids > 0)[:, -1]  # [B, d]
+                logits = model.score(h, table)[:, 1:n_rows]  # [B, n_items]; padding no candidate
+                # Sum, not mean: each row's gradient is then its own loss's gradient.
+                loss = F.cross_entropy(logits, y - 1, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, e)  # [B, L', d]
+            B = len(rows)
+            banned = torch.zeros(B, n_rows, dtype=torch.bool, device=grad.device)
+            banned[:, 0] = True
+            banned.scatter_(1, x, True)
+            banned.scatter_(1, y[:, None], True)
+            items_table = table[:n_rows]  # [n_items + 1, d]
+            arange = torch.arange(B, device=grad.device)
+            for j in range(k):
+                c = cols[:, j]
+                reached = c >= 0  # a dropped column (mask-token models) has no gradient
+                g = torch.where(reached[:, None], grad[arange, c.clamp(min=0)], 0.0)  # [B, d]
+                current = x[arange, c - shift]  # [B] the item being replaced
+                gain = g @ items_table.T - (g * items_table[current]).sum(-1, keepdim=True)
+                gain = gain.masked_fill(banned, float("-inf"))  # [B, n_items + 1]
+                best = gain.argmax(dim=1)
+                best = torch.where(torch.isinf(gain[arange, best]), 0, best)
+                banned[arange, best] = True
+                out[rows, j] = best.cpu().numpy()
+            if on_batch is not None:
+                on_batch()
+    finally:
+        model.train(was_training)
+    out[(out == 0).any(axis=1)] = 0
+    return out
+
+
+@torch.no_grad()
+def topk_and_ranks(
+    model: SequentialRecommender,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    depth: int,
+    *,
+    mask_history: bool = True,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+    on_batch: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``depth`` item lists ``[U, depth]`` and pessimistic target ranks ``[U]`` by full
+    ranking of the masked scores (as :func:`catrec.evaluate.evaluate_ranking`)."""
+    was_training = model.training
+    model.eval()
+    U = len(targets)
+    top = np.zeros((U, depth), dtype=np.int64)
+    ranks = np.zeros(U, dtype=np.float64)
+    try:
+        for rows in _batches(inputs, batch_size):
+            x = torch.as_tensor(inputs[rows], device=device)
+            scores = score_users(model, x, mask_history)  # [B, n_items + 1]
+            ranks[rows] = (
+                ranks_from_scores(scores, torch.as_tensor(targets[rows], device=device))
+                .cpu()
+                .numpy()
+            )
+            top[rows] = torch.topk(scores, depth, dim=1).indices.cpu().numpy()
+            if on_batch is not None:
+                on_batch()
+    finally:
+        model.train(was_training)
+    return top, ranks
+
+
+def apply_replacements(inputs: np.ndarray, columns: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """A copy of ``inputs [R, L]`` with ``items [R, k]`` written at ``columns [R, k]``."""
+    out = inputs.copy()
+    np.put_along_axis(out, columns, items, axis=1)
+    return out
+
+
+# --------------------------------------------------------------------------- metrics of a setting
+def setting_metrics(
+    clean_top: np.ndarray,
+    clean_ranks: np.ndarray,
+    pert_top: np.ndarray,
+    pert_ranks: np.ndarray,
+    *,
+    depth: int,
+    p: float,
+    n_bootstrap: int = 1000,
+    bootstrap_seed: int = 0,
+) -> dict[str, Any]:
+    """Means over users and paired-bootstrap 95% intervals of one setting's metrics.
+
+    Keys: ``RBO@K``, ``Jaccard@K``, ``HR@K``, ``HR@K_clean``, ``NDCG@K``, ``NDCG@K_clean`` (the
+    un-suffixed ones are on perturbed inputs), ``HR@K_drop`` and ``NDCG@K_drop`` (relative:
+    ``1 - perturbed / clean``, None when the clean value is 0), and ``ci95`` (metric -> [lo, hi]).
+    """
+    cr = torch.as_tensor(clean_ranks)
+    pr = torch.as_tensor(pert_ranks)
+    names = [f"RBO@{depth}", f"Jaccard@{depth}", f"HR@{depth}", f"HR@{depth}_clean",
+             f"NDCG@{depth}", f"NDCG@{depth}_clean"]  # fmt: skip
+    per_user = np.stack(
+        [
+            rbo_at_k(clean_top, pert_top, p, depth),
+            jaccard_at_k(clean_top, pert_top, depth),
+            hit_rate(pr, depth).numpy(),
+            hit_rate(cr, depth).numpy(),
+            ndcg(pr, depth).numpy(),
+            ndcg(cr, depth).numpy(),
+        ],
+        axis=1,
+    )  # [U, 6]
+    means = per_user.mean(axis=0)
+    samples = bootstrap_means(per_user, n_bootstrap, seed=bootstrap_seed)  # [R, 6]
+    out: dict[str, Any] = {n: float(m) for n, m in zip(names, means, strict=True)}
+    ci = {
+        n: [float(lo), float(hi)]
+        for n, (lo, hi) in zip(names, percentile_interval(samples), strict=True)
+    }
+    for metric, i_pert, i_clean in (("HR", 2, 3), ("NDCG", 4, 5)):
+        name = f"{metric}@{depth}_drop"
+        clean = means[i_clean]
+        out[name] = None if clean == 0 else float(1.0 - means[i_pert] / clean)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drops = 1.0 - samples[:, i_pert] / samples[:, i_clean]
+        drops = drops[np.isfinite(drops)]
+        ci[name] = [float(x) for x in percentile_interval(drops)] if len(drops) else None
+    out["ci95"] = ci
+    return out
+
+
+# --------------------------------------------------------------------------- the report
+@dataclass
+class RobustnessResult:
+    """What :func:`evaluate_robustness` measured.
+
+    Attributes:
+        clean: ``{"n_users", "HR@K", "NDCG@K"}`` on the clean test inputs of all users.
+        records: one dict per setting (see :func:`setting_metrics` for the metric keys).
+        adversarial_items: ``(position, k) -> [U, k]`` items chosen for adversarial settings.
+    """
+
+    clean: dict[str, Any]
+    records: list[dict[str, Any]]
+    adversarial_items: dict[tuple[str, int], np.ndarray]
+
+
+def evaluate_robustness(
+    model: SequentialRecommender,
+    split: SplitData,
+    plan: ReplacementPlan,
+    settings: Sequence[Setting],
+    *,
+    depth: int = 10,
+    p: float = 0.9,
+    mask_history: bool = True,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+    n_bootstrap: int = 1000,
+    progress: bool = True,
+) -> RobustnessResult:
+    """Robustness records (one per setting) of ``model`` on the test split.
+
+    The clean pass runs once; each setting costs one perturbed pass over its users (plus one
+    gradient pass for adversarial items). A single progress bar counts batches with an ETA.
+    """
+    if depth < 1:
+        raise ConfigError(f"depth must be >= 1, got {depth}")
+    if depth > split.n_items:
+        raise ConfigError(f"depth {depth} exceeds the number of items ({split.n_items})")
+    plan.ensure(split, settings)
+    inputs, targets = split.test_inputs, split.test_targets
+    U = len(targets)
+
+    def n_batches(n: int) -> int:
+        return (n + batch_size - 1) // batch_size
+
+    valid = {s.key: plan.columns[(s.position, s.k)][:, 0] >= 0 for s in settings}
+    total = n_batches(U) + sum(
+        n_batches(int(valid[s.key].sum())) * (2 if s.replacement == "adversarial" else 1)
+        for s in settings
+    )
+    bar = tqdm(total=total, desc="clean", disable=not progress, leave=False, dynamic_ncols=True)
+    kw = dict(batch_size=batch_size, device=device, on_batch=lambda: bar.update(1))
+    try:
+        clean_top, clean_ranks = topk_and_ranks(
+            model, inputs, targets, depth, mask_history=mask_history, **kw
+        )
+        records: list[dict[str, Any]] = []
+        adv_items: dict[tuple[str, int], np.ndarray] = {}
+        for s in settings:
+            t0 = time.perf_counter()
+            bar.set_description(f"{s.position}/{s.replacement}/k={s.k}")
+            cols = plan.columns[(s.position, s.k)]
+            if s.replacement == "adversarial":
+                items = adversarial_items(model, inputs, targets, cols, **kw)
+                adv_items[(s.position, s.k)] = items
+            else:
+                items = plan.items[(s.position, s.k, s.replacement)]
+            ok = (cols[:, 0] >= 0) & (items[:, 0] > 0)
+            rows = np.flatnonzero(ok)
+            n_short = int((cols[:, 0] < 0).sum())
+            rec: dict[str, Any] = {
+                "position": s.position,
+                "replacement": s.replacement,
+                "k": s.k,
+                "n_users": int(len(rows)),
+                "n_skipped": int(U - len(rows)),
+                "skipped": {
+                    "fewer_than_k_items": n_short,
+                    "no_admissible_item": int(U - len(rows) - n_short),
+                },
+                "depth": depth,
+                "p": p,
+                "plan_seed": plan.seed,
+                "plan_sha256": plan.setting_sha256(s),
+                "n_bootstrap": n_bootstrap,
+                "mask_history": mask_history,
+            }
+            if len(rows) == 0:
+                records.append(rec)
+                continue
+            pert = apply_replacements(inputs[rows], cols[rows], items[rows])
+            pert_top, pert_ranks = topk_and_ranks(
+                model, pert, targets[rows], depth, mask_history=mask_history, **kw
+            )
+            rec.update(
+                setting_metrics(
+                    clean_top[rows],
+                    clean_ranks[rows],
+                    pert_top,
+                    pert_ranks,
+                    depth=depth,
+                    p=p,
+                    n_bootstrap=n_bootstrap,
+                )
+            )
+            rec["wall_time_s"] = round(time.perf_counter() - t0, 3)
+            records.append(rec)
+    finally:
+        bar.close()
+    cr = torch.as_tensor(clean_ranks)
+    clean = {
+        "n_users": U,
+        f"HR@{depth}": float(hit_rate(cr, depth).mean()),
+        f"NDCG@{depth}": float(ndcg(cr, depth).mean()),
+    }
+    return RobustnessResult(clean=clean, records=records, adversarial_items=adv_items)
+
+
+def run_robustness(
+    run_dir: str | Path,
+    settings: Sequence[Setting],
+    *,
+    seed: int = 0,
+    plan_path: str | Path | None = None,
+    depth: int = 10,
+    p: float = 0.9,
+    n_bootstrap: int = 1000,
+    batch_size: int | None = None,
+    split: SplitData | None = None,
+    reuse: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run's best model under ``settings`` and merge the records into
+    ``RUN_DIR/robustness.json``; returns that file's content.
+
+    The plan is read from (or drawn into) ``plan_path``, default ``RUN_DIR/plan-seed{seed}.npz``.
+    Adversarial items are saved in ``RUN_DIR/adversarial-seed{seed}.npz``. With ``reuse``,
+    settings already in ``robustness.json`` for the same checkpoint, plan, depth, p and bootstrap
+    size are not recomputed (``catrec compare`` resumes this way).
+    """
+    from catrec.run import read_json
+    from catrec.train.loop import load_model
+
+    if not 0.0 < p <= 1.0:
+        raise ConfigError(f"RBO persistence p must be in (0, 1], got {p}")
+    run_dir = Path(run_dir)
+    t0 = time.perf_counter()
+    config, split, model = load_model(run_dir, split)
+    meta = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    ckpt_sha = meta.get("checkpoints", {}).get("best.pt")
+    plan_path = Path(plan_path) if plan_path is not None else run_dir / f"plan-seed{seed}.npz"
+    plan = load_or_draw_plan(plan_path, split, seed, settings)
+
+    path = run_dir / "robustness.json"
+    old = read_json(path) if path.exists() else {}
+    old_records = old.get("records", []) if old.get("checkpoint_sha256") == ckpt_sha else []
+
+    def same(r: dict[str, Any], s: Setting) -> bool:
+        return (
+            (r["position"], r["replacement"], r["k"]) == s.key
+            and r.get("plan_seed") == seed
+            and r.get("depth") == depth
+            and r.get("p") == p
+        )
+
+    todo = [
+        s
+        for s in settings
+        if not (
+            reuse
+            and any(
+                same(r, s)
+                and r.get("plan_sha256") == plan.setting_sha256(s)
+                and r.get("n_bootstrap") == n_bootstrap
+                and (
+                    s.replacement != "adversarial"
+                    or (run_dir / f"adversarial-seed{seed}.npz").exists()
+                )
+                for r in old_records
+            )
+        )
+    ]
+    clean = old.get("clean") if old_records else None
+    new_records: list[dict[str, Any]] = []
+    if todo or clean is None or clean.get(f"NDCG@{depth}") is None:
+        res = evaluate_robustness(
+            model,
+            split,
+            plan,
+            todo,
+            depth=depth,
+            p=p,
+            mask_history=config.mask_history,
+            batch_size=batch_size or config.eval_batch_size,
+            device=torch.device(config.device),
+            n_bootstrap=n_bootstrap,
+            progress=progress,
+        )
+        clean, new_records = res.clean, res.records
+        if res.adversarial_items:
+            _save_adversarial(
+                run_dir / f"adversarial-seed{seed}.npz", res.adversarial_items, ckpt_sha
+            )
+    for r in new_records:
+        r["plan_file"] = str(plan_path)
+    keep = [r for r in old_records if not any(same(r, s) for s in todo)]
+    doc = {
+        "run_dir": str(run_dir),
+        "checkpoint_sha256": ckpt_sha,
+        "mode": config.mode,
+        "model": config.model,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "git_commit": git_commit(),
+        "clean": clean,
+        "records": keep + new_records,
+        "wall_time_s": round(time.perf_counter() - t0, 3),
+    }
+    atomic_write_json(path, doc)
+    doc["computed"] = [s.key for s in todo]
+    return doc
+
+
+def _save_adversarial(
+    path: Path, adv: dict[tuple[str, int], np.ndarray], ckpt_sha: str | None
+) -> None:
+    """Merge the adversarial items of this model into ``path`` (``.npz``, atomic)."""
+    arrays: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("checkpoint_sha256") == ckpt_sha:
+                arrays = {n: z[n] for n in z.files if n != "meta"}
+    for (pos, k), items in adv.items():
+        arrays[f"items__{pos}__{k}__adversarial"] = items
+    arrays["meta"] = np.array(json.dumps({"checkpoint_sha256": ckpt_sha}))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def select_records(
+    doc: dict[str, Any], settings: Sequence[Setting], seed: int, depth: int, p: float
+) -> list[dict[str, Any]]:
+    """The records of ``doc`` (a ``robustness.json``) for ``settings``, in their order."""
+    out = []
+    for s in settings:
+        for r in doc["records"]:
+            if (
+                (r["position"], r["replacement"], r["k"]) == s.key
+                and r.get("plan_seed") == seed
+                and r.get("depth") == depth
+                and r.get("p") == p
+            ):
+                out.append(r)
+                break
+    return out
+
+
+def format_table(records: Sequence[dict[str, Any]], depth: int = 10) -> str:
+    """A plain-text table of robustness records (one line per setting)."""
+    K = depth
+    head = (
+        f"{'position':<8} {'replace':<11} {'k':>2} {'users':>6} {'skip':>5} "
+        f"{'HR@' + str(K) + ' clean>pert':>18} {'NDCG@' + str(K) + ' clean>pert':>20} "
+        f"{'NDCG drop':>9} {'Jacc@' + str(K):>8} {'RBO@' + str(K):>8} {'RBO 95% CI':>15}"
+    )
+    lines = [head]
+    for r in records:
+        if r["n_users"] == 0:
+            lines.append(
+                f"{r['position']:<8} {r['replacement']:<11} {r['k']:>2} {0:>6} "
+                f"{r['n_skipped']:>5}  (every user skipped)"
+            )
+            continue
+        drop = r[f"NDCG@{K}_drop"]
+        ci = r["ci95"][f"RBO@{K}"]
+        lines.append(
+            f"{r['position']:<8} {r['replacement']:<11} {r['k']:>2} {r['n_users']:>6} "
+            f"{r['n_skipped']:>5} "
+            f"{r[f'HR@{K}_clean']:>8.4f}>{r[f'HR@{K}']:<9.4f} "
+            f"{r[f'NDCG@{K}_clean']:>9.4f}>{r[f'NDCG@{K}']:<10.4f} "
+            f"{'n/a' if drop is None else f'{100 * drop:.1f}%':>9} "
+            f"{r[f'Jaccard@{K}']:>8.4f} {r[f'RBO@{K}']:>8.4f} "
+            f"[{ci[0]:.4f},{ci[1]:.4f}]"
+        )
+    return "\n".join(lines)

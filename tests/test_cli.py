@@ -1,0 +1,111 @@
+"""CLI smoke tests on a ~20-user fixture: exit codes, messages, run-folder contents."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from catrec.cli import main
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    """20 users over 30 items with a learnable pattern (each user walks forward through items)."""
+    lines = []
+    for u in range(1, 21):
+        start = (u * 7) % 30
+        n = 5 + u % 6
+        items = [(start + 2 * i) % 30 + 1 for i in range(n)]
+        lines.append(" ".join(map(str, [u, *items])))
+    path = tmp_path / "tiny.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+FAST = ["--hidden-size", "8", "--max-len", "8", "--epochs", "2", "--batch-size", "8", "--quiet"]
+
+
+def test_train_and_evaluate_roundtrip(tiny_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", str(tiny_file), "--mode", "cat", "--adv-warmup-epochs", "1"]
+    assert main([*args, *FAST, "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "NDCG@10" in stdout and f"run folder: {out}" in stdout
+    for name in ("config.yaml", "items.json", "best.pt", "last.pt", "log.json", "metrics.json", "run.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"valid", "test"}
+    assert {"NDCG@10", "HR@10", "MRR", "HR@5", "NDCG@20"} <= set(metrics["test"])
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["adv_warmup_epochs"] == 1 and config["hidden_size"] == 8 and config["mode"] == "cat"
+    items = json.loads((out / "items.json").read_text())
+    assert items[0] == "<pad>" and items[1:] == [str(i) for i in range(1, 31)]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "finished" and meta["seed"] == 0 and meta["wall_time_s"] > 0
+    assert main(["evaluate", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+    # the same out folder is never silently overwritten
+    assert main([*args, *FAST, "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_yaml_config_and_override(tiny_file, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"dataset: {tiny_file}\nmode: standard\nhidden_size: 8\nepochs: 1\nmax_len: 8\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["epochs"] == 2 and saved["hidden_size"] == 8 and saved["mode"] == "standard"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--eps", "-1"], "'eps'"),
+        (["--max-len", "0"], "'max_len'"),
+        (["--mode", "adv", "--lambda-2", "1"], "lambda_2"),
+        (["--mode", "adv", "--scaling", "proportional"], "scaling"),
+        (["--hidden-size", "7", "--n-heads", "2"], "divisible"),
+    ],
+)
+def test_bad_values_exit_2_naming_the_key(tiny_file, tmp_path, capsys, args, message):
+    code = main(["train", "--dataset", str(tiny_file), *args, "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # rejected before any work
+
+
+def test_bad_usage_and_input(tiny_file, tmp_path, capsys):
+    assert main(["train", "--dataset", str(tiny_file), "--mode", "bogus"]) == 2
+    assert main(["train", "--dataset", str(tiny_file), "--no-such-flag"]) == 2
+    assert main(["train", "--epochs", "1"]) == 2  # no dataset
+    capsys.readouterr()
+    assert main(["train", "--dataset", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"dataset: {tiny_file}\nepss: 0.1\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "unknown key 'epss'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["data", "stats", "no-such-dataset"]) == 2
+
+
+def test_data_stats_by_name(capsys):
+    assert main(["data", "stats", "beauty", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["users"] == 22363 and stats["items"] == 12101 and stats["interactions"] == 198502
+
+
+def test_console_script_exit_status(tiny_file):
+    proc = subprocess.run(
+        [sys.executable, "-m", "catrec.cli", "train", "--dataset", str(tiny_file), "--eps", "-3"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("catrec: error:") and "eps" in proc.stderr
+    assert main(["--version"]) == 0
