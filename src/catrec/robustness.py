@@ -778,26 +778,24 @@ def run_robustness(
         )
     ]
     clean = old.get("clean") if old_records else None
-    new_records: list[dict[str, Any]] = []
-    if todo or clean is None or clean.get(f"NDCG@{depth}") is None:
-        res = evaluate_robustness(
-            model,
-            split,
-            plan,
-            todo,
-            depth=depth,
-            p=p,
-            mask_history=config.mask_history,
-            batch_size=batch_size or config.eval_batch_size,
-            device=torch.device(config.device),
-            n_bootstrap=n_bootstrap,
-            progress=progress,
-        )
-        clean, new_records = res.clean, res.records
-        if res.adversarial_items:
-            _save_adversarial(
-                run_dir / f"adversarial-seed{seed}.npz", res.adversarial_items, ckpt_sha
-            )
+    if not todo and clean is not None and clean.get(f"NDCG@{depth}") is not None:
+        return old | {"computed": []}  # everything asked is already there: nothing to rewrite
+    res = evaluate_robustness(
+        model,
+        split,
+        plan,
+        todo,
+        depth=depth,
+        p=p,
+        mask_history=config.mask_history,
+        batch_size=batch_size or config.eval_batch_size,
+        device=torch.device(config.device),
+        n_bootstrap=n_bootstrap,
+        progress=progress,
+    )
+    clean, new_records = res.clean, res.records
+    if res.adversarial_items:
+        _save_adversarial(run_dir / f"adversarial-seed{seed}.npz", res.adversarial_items, ckpt_sha)
     for r in new_records:
         r["plan_file"] = str(plan_path)
     keep = [r for r in old_records if not any(same(r, s) for s in todo)]

@@ -196,8 +196,9 @@ def test_duplicated_user(write):
         (gzip.compress(b"1 1 2\n", mtime=0), 1, r"binary data \(control byte 0x1f\)"),
         (b"1 1 2\n2 3 \xff\xfe 4\n", 2, r"not valid UTF-8 text \(invalid start byte at byte 10\)"),
         (b"1 1 2\n2 3 caf\xc3", 2, r"not valid UTF-8 text \(unexpected end of data"),
+        (b"\xef\xbb\xbf1 1 2\n\xef\xbb\xbf2 3 4\n", 2, r"byte-order mark \(U\+FEFF\) inside"),
     ],
-    ids=["nul", "bell-crlf", "gzip", "invalid-utf8", "truncated-utf8"],
+    ids=["nul", "bell-crlf", "gzip", "invalid-utf8", "truncated-utf8", "joined-bom-files"],
 )
 def test_binary_and_invalid_utf8(write, content, line, what):
     path = write("s.txt", content)

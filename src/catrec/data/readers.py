@@ -9,10 +9,11 @@
 Raw ids are tokens (strings). Items are remapped to ``1..n_items`` (0 is padding); the mapping is
 kept in :class:`SequenceData` so that recommendations come back as raw ids.
 
-Policy for both formats: text must be UTF-8 (a leading byte-order mark is ignored); LF, CRLF and
-CR line ends are accepted, as is a missing final newline; control characters other than tab,
-CR and LF mean binary data and are rejected; blank (empty or whitespace-only) lines are skipped
-with one warning giving their count. Every rejection is a :class:`~catrec.errors.DataError`
+Policy for both formats: text must be UTF-8 (a byte-order mark is ignored at the start of the
+file and rejected elsewhere); LF, CRLF and CR line ends are accepted, as is a missing final
+newline; control characters other than tab, CR and LF mean binary data and are rejected; blank
+lines (empty or whitespace-only, no separator) are skipped with one warning giving their count
+and the first one's line number. Every rejection is a :class:`~catrec.errors.DataError`
 naming the file, the line and what was expected.
 """
 
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +134,12 @@ def _read_text(path: Path, expected: str) -> str:
             f"{path}, line {_line_of(raw, bad.start())}: binary data (control byte "
             f"0x{raw[bad.start()]:02x}); {expected}"
         )
+    bom = raw.find(b"\xef\xbb\xbf")
+    if bom >= 0:
+        raise DataError(
+            f"{path}, line {_line_of(raw, bom)}: byte-order mark (U+FEFF) inside the file "
+            f"(files joined together?); {expected}"
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -195,11 +204,35 @@ def read_sequence_file(path: str | Path) -> SequenceData:
     return _build(str(path), users, seqs)
 
 
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, rename: never a half-written ``path``.
+
+    (``catrec.utils.atomic_write_bytes`` does the same, but importing it imports torch.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def _check_token(token: object, what: str) -> str:
-    if not isinstance(token, str) or token.split() != [token] or _CONTROL.search(token.encode()):
+    """``token`` if a sequence file can hold it and give it back unchanged, else DataError."""
+    ok = isinstance(token, str) and token.split() == [token] and "\ufeff" not in token
+    if ok:
+        try:
+            ok = not _CONTROL.search(token.encode("utf-8"))
+        except UnicodeEncodeError:  # lone surrogates
+            ok = False
+    if not ok:
         raise DataError(
-            f"cannot write {what} {token!r} to a sequence file; expected a non-empty string "
-            "without whitespace or control characters"
+            f"cannot write {what} {token!r} to a sequence file; expected a non-empty UTF-8 "
+            "string without whitespace, control characters or U+FEFF"
         )
     return token
 
@@ -214,8 +247,6 @@ def write_sequence_file(data: SequenceData, path: str | Path) -> Path:
     Raises:
         DataError: a user has no items, or a token is empty or contains whitespace.
     """
-    from catrec.utils import atomic_write_text  # utils imports torch; only writers need it
-
     path = Path(path)
     item_tokens = [_check_token(t, "item") for t in data.item_tokens[1:]]
     lines = []
@@ -224,7 +255,7 @@ def write_sequence_file(data: SequenceData, path: str | Path) -> Path:
         if len(seq) == 0:
             raise DataError(f"cannot write user {user!r}: no items; a sequence file needs one")
         lines.append(" ".join([_check_token(user, "user"), *(item_tokens[i - 1] for i in seq)]))
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    _atomic_write(path, "".join(line + "\n" for line in lines).encode("utf-8"))
     return path
 
 
@@ -262,7 +293,10 @@ def _to_dates(values: pd.Series) -> pd.Series:
     """UTC datetimes (NaT where unparseable): ISO 8601 first (fast), else any common format."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas warns when it falls back to dateutil
-        dt = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+        try:
+            dt = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+        except (ValueError, TypeError, OverflowError):
+            dt = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
         if dt.isna().any():
             try:
                 dt = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")

@@ -63,7 +63,7 @@ class SequentialRecommender(nn.Module, ABC):
         """
 
     def score(self, hidden: Tensor, table: Tensor | None = None) -> Tensor:
-        """Logits ``[..., n_items + 1]`` of every item (column 0 = padding) for ``hidden [..., d]``."""
+        """Logits ``[..., n_items + 1]`` of every item (column 0 = padding), ``hidden [..., d]``."""
         table = self.item_table() if table is None else table
         return hidden @ table[: self.n_items + 1].T
 
@@ -85,10 +85,10 @@ class SequentialRecommender(nn.Module, ABC):
     def prediction_input(self, item_ids: Tensor) -> Tensor:
         """Input ids for next-item prediction; causal models use the sequence itself.
 
-        Bidirectional models: ``item_ids [B, W]`` with the mask token appended, ``[B, W + 1]``; when
-        that would exceed ``max_len``, the oldest columns are dropped, so a row keeps its most recent
-        ``max_len - 1`` items whatever else is in the batch (as in the original BERT4Rec, whose
-        input length counts the mask token; training windows are ``max_len`` long too).
+        Bidirectional models: ``item_ids [B, W]`` with the mask token appended, ``[B, W + 1]``;
+        when that would exceed ``max_len``, the oldest columns are dropped, so a row keeps its most
+        recent ``max_len - 1`` items whatever else is in the batch (as in the original BERT4Rec,
+        whose input length counts the mask token; training windows are ``max_len`` long too).
         """
         if self.mask_token is None:
             return item_ids
