@@ -1,0 +1,122 @@
+"""``catrec compare`` on a slice of Beauty: two modes, one seed, tiny models (CAT.md §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+
+from catrec.cli import main
+from catrec.compare import run_compare, run_config
+from catrec.errors import ConfigError, RunError
+from catrec.train.loop import Interrupted, train
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def compare_args(data, out, cfg):
+    return [
+        "compare",
+        "--dataset", str(data),
+        "--modes", "standard,cat",
+        "--seeds", "0",
+        "--out", str(out),
+        "--config", str(cfg),
+        "--epochs", "1",
+        "--adv-warmup-epochs", "0",
+        "--max-len", "10",
+        "--bootstrap", "100",
+        "--quiet",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, beauty_slice):
+    """One compare run; the cat run was interrupted beforehand and must be resumed."""
+    root = tmp_path_factory.mktemp("compare")
+    data = root / "beauty_1000.txt"
+    data.write_text("\n".join(beauty_slice.read_text().splitlines()[:1000]) + "\n")
+    cfg = root / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({"hidden_size": 16, "batch_size": 256}))
+    out = root / "cmp"
+    base = {"dataset": str(data), "hidden_size": 16, "batch_size": 256, "epochs": 1,
+            "adv_warmup_epochs": 0, "max_len": 10}  # fmt: skip
+    with pytest.raises(Interrupted):
+        train(run_config(base, "cat", 0), out / "runs" / "cat-seed0", progress=False,
+              stop_after_steps=1)  # fmt: skip
+    assert (out / "runs" / "cat-seed0" / "last.pt").is_file()
+    rc = main(compare_args(data, out, cfg))
+    assert rc == 0
+    return data, cfg, out
+
+
+def test_compare_writes_table_json_and_plots(compared, capsys):
+    _, _, out = compared
+    result = json.loads((out / "compare.json").read_text())
+    assert result["modes"] == ["standard", "cat"] and result["seeds"] == [0]
+    assert result["git_commit"] and result["wall_time_s"] > 0
+    assert {r["mode"]: r["status"] for r in result["runs"]} == {
+        "standard": "trained",
+        "cat": "resumed",
+    }
+    for r in result["runs"]:
+        assert r["run_dir"].endswith(f"runs/{r['mode']}-seed0")
+        assert len(r["robustness"]) == 4  # first, middle, last, random x random replacement
+    # every model was evaluated on the same plan
+    shas = [{(x["position"], x["plan_sha256"]) for x in r["robustness"]} for r in result["runs"]]
+    assert shas[0] == shas[1]
+    assert (out / "plan.npz").is_file()
+    summary = result["summary"]
+    assert set(summary["accuracy"]) == {"standard", "cat"}
+    assert summary["accuracy"]["cat"]["NDCG@10"]["n"] == 1
+    rows = summary["robustness"]
+    assert len(rows) == 8
+    assert {row["position"] for row in rows} == {"first", "middle", "last", "random"}
+    for row in rows:
+        assert 0.0 <= row["RBO@10"]["mean"] <= 1.0
+        assert row["RBO@10"]["std"] is None  # one seed: no spread claimed
+    assert isinstance(summary["cat_does_not_win"], list)
+    # the per-run accuracy in compare.json is the run's own metrics.json
+    for r in result["runs"]:
+        metrics = json.loads((out / "runs" / f"{r['mode']}-seed0" / "metrics.json").read_text())
+        assert r["test"]["NDCG@10"] == metrics["test"]["NDCG@10"]
+    md = (out / "compare.md").read_text()
+    assert "| mode | NDCG@10 | HR@10 |" in md
+    assert "## Robustness: `random` replacement" in md
+    assert "## Where cat does not win" in md
+    assert len(result["plots"]) == 2
+    for name in ("rbo10_by_position_random.png", "ndcg10_drop_by_position_random.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+        assert name in md
+
+
+def test_compare_rerun_reuses_everything(compared, capsys):
+    data, cfg, out = compared
+    runs = out / "runs"
+    stamp = {p: p.stat().st_mtime_ns for p in runs.glob("*/*") if p.suffix in (".pt", ".json")}
+    rc = main(compare_args(data, out, cfg))
+    assert rc == 0
+    result = json.loads((out / "compare.json").read_text())
+    assert {r["status"] for r in result["runs"]} == {"reused"}
+    # nothing retrained or re-evaluated: checkpoints, metrics and robustness files untouched
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+
+
+def test_compare_refuses_a_run_being_trained(tmp_path, beauty_slice):
+    run_dir = tmp_path / "runs" / "standard-seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"status": "running", "pid": os.getppid()}))
+    with pytest.raises(RunError, match="being trained by process"):
+        run_compare(
+            tmp_path, {"dataset": str(beauty_slice), "max_len": 10}, ["standard"], [0],
+            progress=False,
+        )  # fmt: skip
+
+
+def test_compare_bad_input(tmp_path, beauty_slice, capsys):
+    with pytest.raises(ConfigError, match="unknown mode"):
+        run_compare(tmp_path, {"dataset": str(beauty_slice)}, ["standard", "best"], [0])
+    rc = main(["compare", "--dataset", str(beauty_slice), "--seeds", "a,b", "--out", str(tmp_path)])
+    assert rc == 2 and "--seeds" in capsys.readouterr().err
