@@ -67,7 +67,9 @@ def data() -> None:
 
 @data.command("stats")
 @click.argument("dataset")
-@click.option("--max-len", default=50, show_default=True, help="input length L for the split")
+@click.option(
+    "--max-len", default=50, show_default=True, type=click.IntRange(min=1), help="input length L"
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def data_stats(dataset: str, max_len: int, as_json: bool) -> None:
     """Users, items, interactions and sequence lengths of DATASET (a name or a path)."""

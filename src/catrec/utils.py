@@ -1,4 +1,8 @@
-"""Small helpers shared across catrec: atomic file writes, seeding, provenance."""
+"""Small helpers shared across catrec: atomic file writes, seeding, provenance.
+
+Torch is imported inside the functions that need it, so that the data layer can use the atomic
+writers without paying for ``import torch``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -46,6 +49,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through a temporary file and rename (see :func:`atomic_write_bytes`)."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -63,6 +68,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that a run is repeatable on CPU."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -49,13 +49,20 @@ def test_unicode_tokens(write):
     assert data.item_tokens[data.items].tolist() == ["猫", "café", "猫"]
 
 
-def test_full_beauty_ids_map_to_themselves():
-    data = read_sequence_file(SHARED_DATA / "Beauty.txt")
-    # Counts from shared/data/README.md.
-    assert (data.n_users, data.n_items, data.n_interactions) == (22363, 12101, 198502)
-    assert data.lengths.max() == 204 and data.lengths.min() == 5
-    assert data.item_tokens[1:].tolist() == [str(i) for i in range(1, 12102)]
-    assert data.user_tokens[:3].tolist() == ["1", "2", "3"]
+@pytest.mark.parametrize(
+    ("file", "users", "interactions", "items", "longest"),
+    [  # shared/data/README.md
+        ("Beauty.txt", 22363, 198502, 12101, 204),
+        ("Sports_and_Outdoors.txt", 35598, 296337, 18357, 296),
+        ("Toys_and_Games.txt", 19412, 167597, 11924, 550),
+    ],
+)
+def test_shared_files_ids_map_to_themselves(file, users, interactions, items, longest):
+    data = read_sequence_file(SHARED_DATA / file)
+    assert (data.n_users, data.n_interactions, data.n_items) == (users, interactions, items)
+    assert data.lengths.max() == longest and data.lengths.min() == 5
+    assert data.item_tokens[1:].tolist() == [str(i) for i in range(1, items + 1)]
+    assert data.user_tokens.tolist() == [str(u) for u in range(1, users + 1)]
 
 
 def test_beauty_slice_tokens_and_round_trip(beauty_slice, tmp_path):
@@ -98,6 +105,8 @@ def test_write_rejects_tokens_a_sequence_file_cannot_hold(tmp_path):
         write_sequence_file(make([""], ["a"], [[1]]), tmp_path / "x.txt")
     with pytest.raises(DataError, match=r"user 'v': no items"):
         write_sequence_file(make(["u", "v"], ["a"], [[1], []]), tmp_path / "x.txt")
+    with pytest.raises(DataError, match=r"a user appears twice"):
+        write_sequence_file(make(["u", "u"], ["a"], [[1], [1]]), tmp_path / "x.txt")
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 

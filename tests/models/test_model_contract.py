@@ -66,7 +66,7 @@ def test_shapes(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_padding_invariance(name):
     """Left padding (and the padding row's content) changes no real hidden state and no score."""
-    model = tiny_model(name).eval()
+    model = tiny_model(name, randomize=True).eval()
     seq = [3, 17, 5, 29, 8]
     alone = _ids([seq], len(seq))
     padded = _ids([seq], MAX_LEN - 1)
@@ -91,7 +91,7 @@ def test_padding_invariance(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_causality_declaration(name):
     """Causal: changing item t leaves positions < t unchanged. Bidirectional: it changes them."""
-    model = tiny_model(name).eval()
+    model = tiny_model(name, randomize=True).eval()
     ids = _ids([[3, 17, 5, 29, 8, 12, 1]], MAX_LEN)
     t = MAX_LEN - 3
     changed = ids.clone()
@@ -242,3 +242,15 @@ def test_level2_leaves_mask_token_row_alone(name, monkeypatch):
     E = model.item_table().detach()
     assert torch.equal(seen[0][model.mask_token:], E[model.mask_token:])
     assert not torch.equal(seen[0][1 : N_ITEMS + 1], E[1 : N_ITEMS + 1])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_evaluation_does_not_depend_on_batch_composition(name):
+    """Full-ranking metrics are the same whatever users share an evaluation batch."""
+    from catrec.evaluate import evaluate_ranking
+
+    split = tiny_split(n_users=40)
+    model = tiny_model(name, randomize=True)
+    small = evaluate_ranking(model, split.valid_inputs, split.valid_targets, batch_size=3)
+    whole = evaluate_ranking(model, split.valid_inputs, split.valid_targets, batch_size=1000)
+    assert small == pytest.approx(whole, abs=1e-9)

@@ -30,11 +30,24 @@ def tiny_config(model: str, **overrides: Any) -> Config:
     return make_config(values | overrides)
 
 
-def tiny_model(model: str, seed: int = 0, **overrides: Any) -> SequentialRecommender:
+def tiny_model(
+    model: str, seed: int = 0, randomize: bool = False, **overrides: Any
+) -> SequentialRecommender:
+    """A tiny model built through ``build_model``.
+
+    ``randomize`` adds noise to every parameter (biases and the padding row included), as training
+    would: an initialisation's zeros can hide a padding leak (a GRU with zero biases stays at a
+    zero state over zero inputs).
+    """
     import torch
 
     torch.manual_seed(seed)
-    return build_model(tiny_config(model, **overrides), N_ITEMS)
+    net = build_model(tiny_config(model, **overrides), N_ITEMS)
+    if randomize:
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    return net
 
 
 def tiny_split(n_users: int = 24, seed: int = 0, max_len: int = MAX_LEN) -> SplitData:

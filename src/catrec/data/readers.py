@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from catrec.errors import DataError
+from catrec.utils import atomic_write_bytes
 
 PAD = 0
 
@@ -63,14 +62,17 @@ class SequenceData:
 
     @property
     def n_users(self) -> int:
+        """U, the number of users."""
         return len(self.user_tokens)
 
     @property
     def n_items(self) -> int:
+        """The number of items, padding excluded."""
         return len(self.item_tokens) - 1
 
     @property
     def n_interactions(self) -> int:
+        """N, the total length of all sequences."""
         return len(self.items)
 
     @property
@@ -204,23 +206,6 @@ def read_sequence_file(path: str | Path) -> SequenceData:
     return _build(str(path), users, seqs)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename: never a half-written ``path``.
-
-    (``catrec.utils.atomic_write_bytes`` does the same, but importing it imports torch.)
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _check_token(token: object, what: str) -> str:
     """``token`` if a sequence file can hold it and give it back unchanged, else DataError."""
     ok = isinstance(token, str) and token.split() == [token] and "\ufeff" not in token
@@ -245,9 +230,12 @@ def write_sequence_file(data: SequenceData, path: str | Path) -> Path:
     items that occur, in reader order (true for anything a reader returned).
 
     Raises:
-        DataError: a user has no items, or a token is empty or contains whitespace.
+        DataError: a user has no items or appears twice, or a token is empty or contains
+            whitespace.
     """
     path = Path(path)
+    if len(set(data.user_tokens.tolist())) != data.n_users:
+        raise DataError(f"cannot write {data.name}: a user appears twice; expected unique users")
     item_tokens = [_check_token(t, "item") for t in data.item_tokens[1:]]
     lines = []
     for u, user in enumerate(data.user_tokens):
@@ -255,7 +243,7 @@ def write_sequence_file(data: SequenceData, path: str | Path) -> Path:
         if len(seq) == 0:
             raise DataError(f"cannot write user {user!r}: no items; a sequence file needs one")
         lines.append(" ".join([_check_token(user, "user"), *(item_tokens[i - 1] for i in seq)]))
-    _atomic_write(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
     return path
 
 

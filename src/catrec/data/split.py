@@ -67,10 +67,12 @@ class SplitData:
 
     @property
     def n_items(self) -> int:
+        """The number of items, padding excluded (the whole vocabulary, dropped users' too)."""
         return self.data.n_items
 
     @property
     def n_users(self) -> int:
+        """U, the number of users kept."""
         return self.data.n_users
 
 
