@@ -6,10 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 BEAUTY = SHARED_DATA / "Beauty.txt"
+
+
+# Tests use small tensors: one torch thread is as fast and avoids oversubscribing the 2 CI cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,24 @@ import json
 import os
 
 import pytest
+import torch
 import yaml
 
 from catrec.cli import main
-from catrec.compare import run_compare, run_config
+from catrec.compare import cat_losses, mean_std, run_compare, run_config
 from catrec.errors import ConfigError, RunError
 from catrec.train.loop import Interrupted, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a small, shared CPU, torch's thread pool spin-waits against other
+    processes and these tiny models run ~10x slower with 2 threads than with 1 (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +89,9 @@ def test_compare_writes_table_json_and_plots(compared, capsys):
     for row in rows:
         assert 0.0 <= row["RBO@10"]["mean"] <= 1.0
         assert row["RBO@10"]["std"] is None  # one seed: no spread claimed
-    assert isinstance(summary["cat_does_not_win"], list)
+    judged = summary["cat_does_not_win"]
+    assert judged["n_judged"] == 2 + 4 * 3  # test NDCG/HR; RBO, Jaccard, NDCG drop x 4 positions
+    assert "judged metrics" in (out / "compare.md").read_text()
     # the per-run accuracy in compare.json is the run's own metrics.json
     for r in result["runs"]:
         metrics = json.loads((out / "runs" / f"{r['mode']}-seed0" / "metrics.json").read_text())
@@ -120,3 +134,25 @@ def test_compare_bad_input(tmp_path, beauty_slice, capsys):
         run_compare(tmp_path, {"dataset": str(beauty_slice)}, ["standard", "best"], [0])
     rc = main(["compare", "--dataset", str(beauty_slice), "--seeds", "a,b", "--out", str(tmp_path)])
     assert rc == 2 and "--seeds" in capsys.readouterr().err
+
+
+def test_cat_losses_by_hand():
+    acc = {
+        "standard": {"NDCG@10": mean_std([0.05, 0.06]), "HR@10": mean_std([0.08, 0.08])},
+        "cat": {"NDCG@10": mean_std([0.07, 0.06]), "HR@10": mean_std([0.08, 0.08])},
+    }
+
+    def row(mode, rbo, jac, drop):
+        return {"mode": mode, "position": "last", "replacement": "random", "k": 1,
+                "RBO@10": mean_std(rbo), "Jaccard@10": mean_std(jac),
+                "NDCG@10_drop": mean_std(drop)}  # fmt: skip
+
+    rob = [row("standard", [0.5, 0.7], [0.4, 0.4], [0.25, 0.75]),
+           row("cat", [0.4, 0.6], [0.5, 0.5], [0.5, 0.5])]  # fmt: skip
+    judged = cat_losses(acc, rob, ["standard", "cat"], 10)
+    assert judged["n_judged"] == 5
+    got = {(x["metric"], x["tie"], x["within_one_std"]) for x in judged["losses"]}
+    # NDCG@10: cat wins (0.065 > 0.055); Jaccard: cat wins; HR@10 ties; RBO@10 0.5 < 0.6 with
+    # std 0.1414 (within); NDCG drop: 0.5 vs 0.5 is a tie (lower is better, not strictly lower)
+    assert got == {("HR@10", True, True), ("RBO@10", False, True), ("NDCG@10_drop", True, True)}
+    assert cat_losses(acc, [], ["standard"], 10) == {"n_judged": 0, "losses": []}

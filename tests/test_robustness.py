@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from catrec.cli import main
 from catrec.config import make_config
 from catrec.data import SequenceData, leave_one_out
 from catrec.errors import ConfigError, RunError
 from catrec.metrics.stability import rbo_at_k
+from catrec.models import REGISTRY, build_model
 from catrec.models.base import SequentialRecommender
 from catrec.robustness import (
     ReplacementPlan,
@@ -23,6 +25,7 @@ from catrec.robustness import (
     apply_replacements,
     load_or_draw_plan,
     real_lengths,
+    replacement_gains,
     run_robustness,
     select_columns,
     select_records,
@@ -31,6 +34,16 @@ from catrec.robustness import (
     training_popularity,
 )
 from catrec.train.loop import train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a small, shared CPU, torch's thread pool spin-waits against other
+    processes and these tiny models run ~10x slower with 2 threads than with 1 (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def synthetic_split(n_users: int = 60, n_items: int = 40, max_len: int = 8, seed: int = 0):
@@ -218,6 +231,47 @@ def test_adversarial_item_increases_the_loss_more_than_the_others():
     assert max(exact, key=exact.get) == 5
 
 
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_replacement_gains_are_directional_derivatives(name):
+    """For every model, gain[j] at column c equals the derivative of the loss along
+    ``E_j - E_current`` applied to that input slot only (finite differences in float64). The
+    slot is reached by perturbing the current item's *input* table row (items are unique in the
+    row, so that row feeds exactly column c) while scoring with the clean table: no knowledge of
+    how ``prediction_input`` maps columns is assumed. Covers trimmed-width inputs and, for
+    BERT4Rec, a full-length input whose oldest column the prediction drops (gain 0 everywhere).
+    """
+    L, n_items = 10, 40
+    torch.manual_seed(0)
+    cfg = make_config(
+        {"dataset": "t", "model": name, "max_len": L, "hidden_size": 16, "dropout": 0.0}
+    )
+    model = build_model(cfg, n_items).double().eval()
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.add_(torch.randn_like(prm) * 0.1)
+    table = model.item_table().detach()
+    y = torch.tensor([13])
+    for x in (torch.tensor([[3, 7, 9, 11, 2, 5]]), torch.tensor([[4, 3, 7, 9, 11, 2, 5, 6, 8, 1]])):
+        cols = torch.arange(x.shape[1])[None, :]  # every column at once: [1, W]
+        gains = replacement_gains(model, x, y, cols)[0]  # [W, n_items + 1]
+        ids = model.prediction_input(x)
+
+        @torch.no_grad()
+        def loss(input_table: Tensor, ids: Tensor = ids) -> float:
+            h = model.encode(model.embed(ids, input_table), ids > 0)[:, -1]
+            return float(F.cross_entropy(model.score(h, table)[:, 1 : n_items + 1], y - 1))
+
+        for c in range(x.shape[1]):
+            for j in (1, 20, 40):
+                direction = torch.zeros_like(table)
+                direction[x[0, c]] = table[j] - table[x[0, c]]
+                eps = 1e-5
+                fd = (loss(table + eps * direction) - loss(table - eps * direction)) / (2 * eps)
+                assert float(gains[c, j]) == pytest.approx(fd, rel=1e-4, abs=1e-8), (c, j)
+        if name == "bert4rec" and x.shape[1] == L:
+            assert (gains[0] == 0).all()  # the oldest item of a full history is not seen
+
+
 # --------------------------------------------------------------------------- the report
 def test_setting_metrics_identity_and_by_hand():
     top = np.array([[1, 2, 3], [4, 5, 6]])
@@ -234,6 +288,29 @@ def test_setting_metrics_identity_and_by_hand():
     assert m["HR@3_drop"] == pytest.approx(0.0)
     lo, hi = m["ci95"]["RBO@3"]
     assert lo <= m["RBO@3"] <= hi
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_evaluate_robustness_runs_for_every_model(name):
+    from catrec.robustness import evaluate_robustness
+
+    split = synthetic_split(n_items=40, max_len=8)
+    torch.manual_seed(0)
+    cfg = make_config({"dataset": "t", "model": name, "max_len": 8, "hidden_size": 16})
+    model = build_model(cfg, split.n_items)
+    plan = ReplacementPlan.empty(split, seed=0)
+    settings = settings_grid(("first", "last"), ("random", "adversarial"), 2)
+    res = evaluate_robustness(model, split, plan, settings, n_bootstrap=20, progress=False)
+    assert len(res.records) == 4 and set(res.adversarial_items) == {("first", 2), ("last", 2)}
+    for rec in res.records:
+        assert rec["n_users"] + rec["n_skipped"] == split.n_users
+        assert 0.0 <= rec["RBO@10"] <= 1.0
+    x = split.test_inputs
+    for (_pos, k), items in res.adversarial_items.items():
+        ok = items[:, 0] > 0
+        for u in np.flatnonzero(ok):
+            assert not set(items[u].tolist()) & set(x[u].tolist()) and len(set(items[u])) == k
+            assert split.test_targets[u] not in items[u]
 
 
 @pytest.fixture(scope="module")

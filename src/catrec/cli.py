@@ -353,8 +353,8 @@ def compare(
         progress=not quiet,
     )
     click.echo((Path(out) / "compare.md").read_text(encoding="utf-8"))
-    click.echo(f"written: {Path(out) / 'compare.json'}, {Path(out) / 'compare.md'}, ")
-    click.echo("         " + ", ".join(result["plots"]))
+    written = [str(Path(out) / "compare.json"), str(Path(out) / "compare.md"), *result["plots"]]
+    click.echo("written: " + ", ".join(written))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -322,32 +322,43 @@ def summarise(
     }
 
 
+# Metrics on which cat is judged (CAT.md §5): test accuracy, and per robustness setting the
+# rank-list similarity and the relative NDCG drop (lower is better).
+JUDGED_ROBUSTNESS = (("RBO@{K}", True), ("Jaccard@{K}", True), ("NDCG@{K}_drop", False))
+
+
 def cat_losses(
     accuracy: dict[str, Any],
     robustness: Sequence[dict[str, Any]],
     modes: Sequence[str],
     depth: int,
-) -> list[dict[str, Any]]:
-    """Every metric where ``cat``'s mean is not strictly the best of all modes (empty if ``cat``
-    is not compared). Each entry names the best mode and whether the gap is within one std."""
+) -> dict[str, Any]:
+    """Where ``cat``'s mean is not strictly the best of all modes.
+
+    Judged: test NDCG@10 and HR@10, and RBO@K, Jaccard@K and NDCG@K drop of every robustness
+    setting. Returns ``{"n_judged", "losses"}``; each loss names the best other mode, whether it
+    is a tie, and whether the gap is within one standard deviation (None with one seed).
+    Empty when ``cat`` is not compared.
+    """
+    losses: list[dict[str, Any]] = []
+    n_judged = 0
     if "cat" not in modes or len(modes) < 2:
-        return []
-    out: list[dict[str, Any]] = []
+        return {"n_judged": 0, "losses": losses}
 
     def check(what: str, metric: str, higher: bool, values: dict[str, dict[str, Any]]) -> None:
+        nonlocal n_judged
         cat = values["cat"]
-        if cat["mean"] is None:
-            return
         others = {m: v for m, v in values.items() if m != "cat" and v["mean"] is not None}
-        if not others:
+        if cat["mean"] is None or not others:
             return
+        n_judged += 1
         best_mode = (max if higher else min)(others, key=lambda m: others[m]["mean"])
         best = others[best_mode]
-        wins = cat["mean"] > best["mean"] if higher else cat["mean"] < best["mean"]
-        if wins:
+        if (cat["mean"] > best["mean"]) if higher else (cat["mean"] < best["mean"]):
             return
-        spread = max(cat["std"] or 0.0, best["std"] or 0.0)
-        out.append(
+        gap = abs(cat["mean"] - best["mean"])
+        no_spread = cat["std"] is None and best["std"] is None
+        losses.append(
             {
                 "setting": what,
                 "metric": metric,
@@ -355,10 +366,11 @@ def cat_losses(
                 "cat": cat["mean"],
                 "best_mode": best_mode,
                 "best": best["mean"],
-                "gap": abs(cat["mean"] - best["mean"]),
+                "gap": gap,
+                "tie": gap == 0.0,
                 "within_one_std": None
-                if cat["std"] is None and best["std"] is None
-                else abs(cat["mean"] - best["mean"]) <= spread,
+                if no_spread
+                else gap <= max(cat["std"] or 0.0, best["std"] or 0.0),
             }
         )
 
@@ -366,17 +378,14 @@ def cat_losses(
         check("test accuracy", metric, True, {m: accuracy[m][metric] for m in modes})
     by_setting: dict[tuple[str, str, int], dict[str, dict[str, Any]]] = {}
     for row in robustness:
-        by_setting.setdefault((row["position"], row["replacement"], row["k"]), {})[row["mode"]] = (
-            row
-        )
+        key = (row["position"], row["replacement"], row["k"])
+        by_setting.setdefault(key, {})[row["mode"]] = row
     for (pos, rep, k), rows in by_setting.items():
-        what = f"{rep} replacement at {pos}" + (f" (k={k})" if k > 1 else "")
-        for tmpl, higher in ROBUSTNESS_METRICS:
+        what = f"{rep} item at {pos}" + (f" (k={k})" if k > 1 else "")
+        for tmpl, higher in JUDGED_ROBUSTNESS:
             name = tmpl.format(K=depth)
-            if name.endswith("_clean"):
-                continue
             check(what, name, higher, {m: rows[m][name] for m in rows})
-    return out
+    return {"n_judged": n_judged, "losses": losses}
 
 
 # --------------------------------------------------------------------------- outputs
@@ -448,27 +457,41 @@ def to_markdown(result: dict[str, Any]) -> str:
                     f"{_fmt(row[f'HR@{K}_drop'], pct=True)} | {users} |"
                 )
     lines += ["", "## Where cat does not win", ""]
-    losses = result["summary"]["cat_does_not_win"]
-    if "cat" not in result["modes"]:
-        lines.append("cat is not among the compared modes.")
+    judged = result["summary"]["cat_does_not_win"]
+    losses = judged["losses"]
+    if "cat" not in result["modes"] or len(result["modes"]) < 2:
+        lines.append("cat is not compared with another mode here.")
     elif not losses:
         lines.append(
-            "cat has the best mean on every metric above"
-            + (" (single seed: no spread to judge the gaps against)." if n_seeds < 2 else ".")
+            f"cat has the best mean on all {judged['n_judged']} judged metrics (test NDCG@10, "
+            f"HR@10; RBO@{K}, Jaccard@{K}, NDCG@{K} drop per setting)"
+            + ("; one seed, so no spread to judge the gaps against." if n_seeds < 2 else ".")
         )
     else:
         lines.append(
-            "Metrics on which cat's mean is not strictly the best of all modes "
-            "(higher is better except for drops):"
+            f"cat does not have the best mean on {len(losses)} of {judged['n_judged']} judged "
+            f"metrics (test NDCG@10, HR@10; RBO@{K}, Jaccard@{K} and NDCG@{K} drop per setting; "
+            "lower is better for drops):"
         )
         lines.append("")
         for x in losses:
-            note = {True: "gap within one std", False: "gap larger than one std", None: "one seed"}[
-                x["within_one_std"]
-            ]
+            pct = x["metric"].endswith("_drop")
+
+            def num(v: float, pct: bool = pct) -> str:
+                return f"{100 * v:.2f}%" if pct else f"{v:.4f}"
+
+            if x["tie"]:
+                verdict = "tie"
+            else:
+                verdict = {
+                    True: "gap within one std",
+                    False: "gap larger than one std",
+                    None: "one seed",
+                }[x["within_one_std"]]
+            metric = x["metric"].replace("_drop", " drop")
             lines.append(
-                f"- {x['setting']}, {x['metric']}: cat {x['cat']:.4f} vs {x['best_mode']} "
-                f"{x['best']:.4f} ({note})"
+                f"- {x['setting']}, {metric}: cat {num(x['cat'])} vs {x['best_mode']} "
+                f"{num(x['best'])} ({verdict})"
             )
     plots = result.get("plots", [])
     if plots:
@@ -518,9 +541,12 @@ def write_plots(
                 ax.errorbar(x + offset, means, yerr=errs, marker="o", capsize=4, label=mode)
             ax.set_xticks(x, list(positions))
             ax.set_xlabel(f"replaced position ({rep} item" + (f", k={k})" if k > 1 else ")"))
-            ax.set_ylabel(metric + (" (%)" if scale != 1.0 else ""))
+            label = metric.replace("_drop", " drop (relative, %)")
+            ax.set_ylabel(label)
             bars = f"± 1 std over {n_seeds} seeds" if n_seeds > 1 else "1 seed, no error bars"
-            ax.set_title(f"{metric} by replaced position ({bars})", fontsize=10)
+            ax.set_title(
+                f"{metric.replace('_drop', ' drop')} by replaced position ({bars})", fontsize=10
+            )
             ax.grid(alpha=0.3)
             ax.legend()
             fig.tight_layout()

@@ -36,9 +36,12 @@ replaced item itself, and distinct among the k replacements):
 
 The test target itself is excluded too, for all three kinds: with history masking (the default),
 inserting the target into the input would make it a forced miss, an artefact of the evaluation's
-mask rather than a change of the model's ranking (and for ``adversarial`` the first-order gain
-would often point at it). Users with no admissible replacement item (only on toy catalogues) are
-skipped as well.
+mask rather than a change of the model's ranking (an adversary could exploit the mask that way).
+Users with no admissible replacement item (only on toy catalogues) are skipped as well.
+
+Bidirectional models (BERT4Rec) predict from the history plus an appended mask token, which drops
+the oldest item of a history already ``max_len`` long: replacing that item changes nothing, so
+``first`` measures RBO 1 for those users (their adversarial gain is 0 everywhere).
 
 The plan (columns and random / popular replacement items) depends only on the test split, the
 seed and the settings: each setting draws from its own stream ``(seed, position, k[,
@@ -64,6 +67,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -419,15 +423,45 @@ def load_or_draw_plan(
 
 
 # --------------------------------------------------------------------------- model passes
-def _prediction_shift(model: SequentialRecommender) -> int:
-    """Column shift from an input to ``model.prediction_input`` (a mask token drops column 0)."""
-    return 0 if model.mask_token is None else -1
-
-
 def _batches(inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Row batches in order of sequence length, so that each batch trims most of its padding."""
     order = np.argsort(real_lengths(inputs), kind="stable")
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def replacement_gains(
+    model: SequentialRecommender, x: Tensor, y: Tensor, columns: Tensor
+) -> Tensor:
+    """First-order loss gains ``[B, k, n_items + 1]`` of putting item j at each replaced column.
+
+    ``gain[b, i, j] = g · (E_j - E_{x[b, c]})`` with ``c = columns[b, i]`` and
+    ``g = d CE(score(h_last), y[b]) / d e_c`` on the clean input ``x [B, W]`` (left-padded; the
+    cross-entropy is the full softmax over items 1..n_items, as in training). Rows are independent
+    (the loss is summed, so each row's gradient is its own). The model should be in eval mode.
+
+    Bidirectional models predict from ``model.prediction_input(x)``: the ``x`` columns it keeps
+    followed by one mask token. A column that input drops (the oldest item of a history already
+    ``max_len`` long) cannot change the prediction: its gradient and gains are 0.
+    """
+    n_rows = model.n_items + 1
+    ids = model.prediction_input(x)  # [B, W']
+    kept = ids.shape[1] - (0 if model.mask_token is None else 1)  # x columns kept, at the front
+    offset = x.shape[1] - kept  # x column c is ids column c - offset
+    table = model.item_table().detach()
+    with torch.enable_grad():
+        e = model.embed(ids, table).requires_grad_(True)  # [B, W', d]
+        h = model.encode(e, ids > 0)[:, -1]  # [B, d]
+        logits = model.score(h, table)[:, 1:n_rows]  # [B, n_items]; padding is no candidate
+        loss = F.cross_entropy(logits, y - 1, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, e)  # [B, W', d]
+    B = x.shape[0]
+    arange = torch.arange(B, device=x.device)[:, None]  # [B, 1]
+    c_ids = columns - offset  # [B, k]
+    reached = c_ids >= 0
+    g = grad[arange, c_ids.clamp(min=0)] * reached[..., None]  # [B, k, d]
+    items_table = table[:n_rows]  # [n_items + 1, d]
+    current = items_table[x[arange, columns]]  # [B, k, d] embeddings of the replaced items
+    return g @ items_table.T - (g * current).sum(-1, keepdim=True)  # [B, k, n_items + 1]
 
 
 def adversarial_items(
@@ -442,9 +476,9 @@ def adversarial_items(
 ) -> np.ndarray:
     """First-order adversarial replacement items ``[U, k]`` (0 for skipped rows).
 
-    For each row and replaced column t: ``g = d CE(score(h_last), target) / d e_t`` on the clean
-    input, then the item ``j`` maximising ``g · (E_j - E_{x_t})`` among real items that are not in
-    the input, not the target and not already picked for this row.
+    For each row and replaced column the item with the largest :func:`replacement_gains` among
+    real items that are not in the input, not the target and not already picked for this row
+    (columns are filled in order, oldest first).
 
     Args:
         inputs: ``[U, L]`` left-padded test inputs; targets: ``[U]``.
@@ -455,38 +489,23 @@ def adversarial_items(
     U, k = columns.shape
     out = np.zeros((U, k), dtype=np.int64)
     n_rows = model.n_items + 1
-    shift = _prediction_shift(model)
     try:
         valid = np.flatnonzero(columns[:, 0] >= 0)
         for rows in _batches(inputs[valid], batch_size):
             rows = valid[rows]
-            x = trim_padding(torch.as_tensor(inputs[rows], device=device))  # [B, L']
-            first = inputs.shape[1] - x.shape[1]
+            x = trim_padding(torch.as_tensor(inputs[rows], device=device))  # [B, W]
+            first = inputs.shape[1] - x.shape[1]  # columns trimmed away (padding everywhere)
             y = torch.as_tensor(targets[rows], device=device)
-            cols = torch.as_tensor(columns[rows], device=device) - first + shift  # [B, k]
-            ids = model.prediction_input(x)
-            table = model.item_table().detach()
-            with torch.enable_grad():
-                e = model.embed(ids, table).requires_grad_(True)  # [B, L', d]
-                h = model.encode(e, ids > 0)[:, -1]  # [B, d]
-                logits = model.score(h, table)[:, 1:n_rows]  # [B, n_items]; padding no candidate
-                # Sum, not mean: each row's gradient is then its own loss's gradient.
-                loss = F.cross_entropy(logits, y - 1, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, e)  # [B, L', d]
+            cols = torch.as_tensor(columns[rows], device=device) - first  # [B, k]
+            gains = replacement_gains(model, x, y, cols)  # [B, k, n_items + 1]
             B = len(rows)
-            banned = torch.zeros(B, n_rows, dtype=torch.bool, device=grad.device)
+            banned = torch.zeros(B, n_rows, dtype=torch.bool, device=gains.device)
             banned[:, 0] = True
             banned.scatter_(1, x, True)
             banned.scatter_(1, y[:, None], True)
-            items_table = table[:n_rows]  # [n_items + 1, d]
-            arange = torch.arange(B, device=grad.device)
+            arange = torch.arange(B, device=gains.device)
             for j in range(k):
-                c = cols[:, j]
-                reached = c >= 0  # a dropped column (mask-token models) has no gradient
-                g = torch.where(reached[:, None], grad[arange, c.clamp(min=0)], 0.0)  # [B, d]
-                current = x[arange, c - shift]  # [B] the item being replaced
-                gain = g @ items_table.T - (g * items_table[current]).sum(-1, keepdim=True)
-                gain = gain.masked_fill(banned, float("-inf"))  # [B, n_items + 1]
+                gain = gains[:, j].masked_fill(banned, float("-inf"))  # [B, n_items + 1]
                 best = gain.argmax(dim=1)
                 best = torch.where(torch.isinf(gain[arange, best]), 0, best)
                 banned[arange, best] = True
@@ -645,7 +664,14 @@ def evaluate_robustness(
         n_batches(int(valid[s.key].sum())) * (2 if s.replacement == "adversarial" else 1)
         for s in settings
     )
-    bar = tqdm(total=total, desc="clean", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        desc="clean",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     kw = dict(batch_size=batch_size, device=device, on_batch=lambda: bar.update(1))
     try:
         clean_top, clean_ranks = topk_and_ranks(
