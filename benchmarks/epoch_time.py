@@ -26,7 +26,9 @@ from catrec.utils import atomic_write_json, git_commit
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default="beauty")
     parser.add_argument("--models", default="sasrec", help="comma-separated")
     parser.add_argument("--modes", default="standard,adv,cat", help="comma-separated")
@@ -54,20 +56,45 @@ def main() -> None:
                 log = json.loads((Path(tmp) / "run" / "log.json").read_text())
             train_s = sum(r["train_time_s"] for r in log) / len(log)
             epoch_s = sum(r["epoch_time_s"] for r in log) / len(log)
-            rows.append({"model": model, "mode": mode, "train_s": train_s, "epoch_s": epoch_s, "run_s": total})
-            print(f"  {model} {mode}: train {train_s:.1f} s/epoch, epoch {epoch_s:.1f} s", flush=True)
+            rows.append(
+                {
+                    "model": model,
+                    "mode": mode,
+                    "train_s": train_s,
+                    "epoch_s": epoch_s,
+                    "run_s": total,
+                }
+            )
+            print(
+                f"  {model} {mode}: train {train_s:.1f} s/epoch, epoch {epoch_s:.1f} s", flush=True
+            )
 
-    print(f"\n{args.dataset}, {args.epochs} epochs each, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"{'model':<9} {'mode':<9} {'train s/epoch':>14} {'x standard':>11} {'epoch s':>9} {'x standard':>11}")
+    print(
+        f"\n{args.dataset}, {args.epochs} epochs each, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"{'model':<9} {'mode':<9} {'train s/epoch':>14} {'x standard':>11} "
+        f"{'epoch s':>9} {'x standard':>11}"
+    )
     for r in rows:
         base = next((b for b in rows if b["model"] == r["model"] and b["mode"] == "standard"), None)
         rt = f"{r['train_s'] / base['train_s']:.2f}" if base else "-"
         re_ = f"{r['epoch_s'] / base['epoch_s']:.2f}" if base else "-"
-        print(f"{r['model']:<9} {r['mode']:<9} {r['train_s']:>14.2f} {rt:>11} {r['epoch_s']:>9.2f} {re_:>11}")
+        print(
+            f"{r['model']:<9} {r['mode']:<9} {r['train_s']:>14.2f} {rt:>11} "
+            f"{r['epoch_s']:>9.2f} {re_:>11}"
+        )
     if args.json:
-        atomic_write_json(args.json, {"dataset": args.dataset, "epochs": args.epochs,
-                                      "git_commit": git_commit(), "rows": rows})
+        atomic_write_json(
+            args.json,
+            {
+                "dataset": args.dataset,
+                "epochs": args.epochs,
+                "git_commit": git_commit(),
+                "rows": rows,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -33,13 +33,23 @@ def test_train_and_evaluate_roundtrip(tiny_file, tmp_path, capsys):
     assert main([*args, *FAST, "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "NDCG@10" in stdout and f"run folder: {out}" in stdout
-    for name in ("config.yaml", "items.json", "best.pt", "last.pt", "log.json", "metrics.json", "run.json"):
+    for name in (
+        "config.yaml",
+        "items.json",
+        "best.pt",
+        "last.pt",
+        "log.json",
+        "metrics.json",
+        "run.json",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"valid", "test"}
     assert {"NDCG@10", "HR@10", "MRR", "HR@5", "NDCG@20"} <= set(metrics["test"])
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["adv_warmup_epochs"] == 1 and config["hidden_size"] == 8 and config["mode"] == "cat"
+    assert (
+        config["adv_warmup_epochs"] == 1 and config["hidden_size"] == 8 and config["mode"] == "cat"
+    )
     items = json.loads((out / "items.json").read_text())
     assert items[0] == "<pad>" and items[1:] == [str(i) for i in range(1, 31)]
     meta = json.loads((out / "run.json").read_text())

@@ -1,6 +1,7 @@
 """Config validation: unknown keys, wrong types and out-of-range values name the key."""
 
 import pytest
+from pydantic import ValidationError
 
 from catrec.config import Config, load_yaml, make_config, to_yaml
 from catrec.errors import ConfigError
@@ -14,7 +15,13 @@ def test_defaults_resolve_by_mode_and_model():
     assert make_config({"dataset": "beauty", "model": "gru4rec"}).n_layers == 1
     # CAT.md §3 starting defaults
     assert (cat.eps, cat.eps_item, cat.lambda_1, cat.adv_warmup_epochs) == (0.3, 0.3, 1.0, 10)
-    assert (cat.c_max, cat.gamma, cat.cascade, cat.loss, cat.max_len) == (5.0, 1.0, "two_hop", "ce", 50)
+    assert (cat.c_max, cat.gamma, cat.cascade, cat.loss, cat.max_len) == (
+        5.0,
+        1.0,
+        "two_hop",
+        "ce",
+        50,
+    )
 
 
 @pytest.mark.parametrize(
@@ -43,7 +50,7 @@ def test_missing_dataset():
 
 def test_frozen_and_yaml_roundtrip(tmp_path):
     cfg = make_config({"dataset": "beauty", "eps": 0.1, "scaling": "inverse"})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.eps = 0.5  # type: ignore[misc]
     path = tmp_path / "c.yaml"
     path.write_text(to_yaml(cfg))

@@ -41,7 +41,9 @@ def config_options(func):
         flag = "--" + name.replace("_", "-")
         ctype, is_flag = _click_type(info.annotation)
         default = None if info.is_required() else info.default
-        help_text = f"{info.description}" + (f" [default: {default}]" if default is not None else "")
+        help_text = f"{info.description}" + (
+            f" [default: {default}]" if default is not None else ""
+        )
         if is_flag:
             decl = f"{flag}/--no-{name.replace('_', '-')}"
             func = click.option(decl, name, default=None, help=help_text)(func)
@@ -106,7 +108,9 @@ def _default_out(cfg: Config) -> Path:
 )
 @click.option("--quiet", is_flag=True, help="no progress bars or per-epoch lines")
 @config_options
-def train(config_file: str | None, out: str | None, resume: str | None, quiet: bool, **opts) -> None:
+def train(
+    config_file: str | None, out: str | None, resume: str | None, quiet: bool, **opts
+) -> None:
     """Train a model with standard, adversarial (adv) or cascade-guided (cat) training.
 
     Options override the YAML config; the resolved config is saved as RUN_DIR/config.yaml.

@@ -98,11 +98,11 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> dict[str,
 def check_compatible(ckpt: dict[str, Any], config: Config, n_items: int, path: Path) -> None:
     """Raise :class:`RunError` unless the checkpoint was written for this model and item count."""
     if ckpt.get("model") != config.model:
-        raise RunError(f"{path}: checkpoint is for model {ckpt.get('model')!r}, run uses {config.model!r}")
-    if ckpt.get("n_items") != n_items:
         raise RunError(
-            f"{path}: checkpoint has {ckpt.get('n_items')} items, dataset has {n_items}"
+            f"{path}: checkpoint is for model {ckpt.get('model')!r}, run uses {config.model!r}"
         )
+    if ckpt.get("n_items") != n_items:
+        raise RunError(f"{path}: checkpoint has {ckpt.get('n_items')} items, dataset has {n_items}")
 
 
 def checkpoint_header(config: Config, n_items: int) -> dict[str, Any]:

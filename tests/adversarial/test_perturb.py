@@ -27,7 +27,9 @@ def test_level1_norms_direction_and_padding():
 def test_level1_absolute():
     grad = torch.ones(1, 2, 4)
     real = torch.tensor([[True, True]])
-    delta = interaction_perturbation(grad, torch.ones(1, 2, 4) * 100, real, torch.ones(1, 2), 0.5, True)
+    delta = interaction_perturbation(
+        grad, torch.ones(1, 2, 4) * 100, real, torch.ones(1, 2), 0.5, True
+    )
     torch.testing.assert_close(delta.norm(dim=-1), torch.tensor([[0.5, 0.5]]))
 
 

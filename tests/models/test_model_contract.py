@@ -240,7 +240,7 @@ def test_level2_leaves_mask_token_row_alone(name, monkeypatch):
     build_objective(config, tset, torch.device("cpu"))(model, batch, adversarial=True)
     assert len(seen) == 1  # the level-2 pass
     E = model.item_table().detach()
-    assert torch.equal(seen[0][model.mask_token:], E[model.mask_token:])
+    assert torch.equal(seen[0][model.mask_token :], E[model.mask_token :])
     assert not torch.equal(seen[0][1 : N_ITEMS + 1], E[1 : N_ITEMS + 1])
 
 

@@ -10,9 +10,7 @@ import yaml
 from catrec.config import make_config
 from catrec.train.loop import epoch_batches, evaluate_run, should_stop, train
 
-TINY = {
-    "hidden_size": 32, "max_len": 20, "epochs": 1, "batch_size": 64, "dropout": 0.2, "lr": 1e-2
-}
+TINY = {"hidden_size": 32, "max_len": 20, "epochs": 1, "batch_size": 64, "dropout": 0.2, "lr": 1e-2}
 
 
 @pytest.mark.parametrize("mode", ["standard", "adv", "cat"])
@@ -37,7 +35,9 @@ def test_one_epoch_each_mode_beats_random(beauty_slice, tmp_path, mode):
         else:  # mean-normalised over input positions
             assert cascade["position"][real].mean() == pytest.approx(1.0, abs=0.05)
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["mode"] == mode and saved["scaling"] == ("none" if mode == "adv" else "proportional")
+    assert saved["mode"] == mode and saved["scaling"] == (
+        "none" if mode == "adv" else "proportional"
+    )
     assert saved["lambda_2"] == (0.0 if mode == "adv" else 1.0)
     # evaluate reproduces the stored metrics exactly
     stored = json.loads((tmp_path / "run" / "metrics.json").read_text())

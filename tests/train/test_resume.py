@@ -136,7 +136,9 @@ def test_nan_loss_stops_with_step_and_checkpoint_named(beauty_tiny, tmp_path, mo
         return original(model, *args, **kwargs)
 
     monkeypatch.setattr(loop, "make_batch", poisoned)
-    with pytest.raises(NumericalError, match=r"epoch 2, step \d+/\d+.*last good checkpoint: .*last\.pt"):
+    with pytest.raises(
+        NumericalError, match=r"epoch 2, step \d+/\d+.*last good checkpoint: .*last\.pt"
+    ):
         train(_config(beauty_tiny, "standard"), tmp_path / "run", progress=False)
     _, _, model = load_model(tmp_path / "run")  # the best model so far is intact
     assert torch.isfinite(model.item_embedding.weight).all()

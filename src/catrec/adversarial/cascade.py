@@ -26,7 +26,10 @@ Scaling = Literal["proportional", "inverse", "none"]
 
 
 def item_frequency(seq: np.ndarray, n_items: int) -> np.ndarray:
-    """f(v): positions where item v occurs in the windows ``seq [U, W]``; ``[n_items + 1]``, f(0) = 0."""
+    """f(v): positions where item v occurs in the windows ``seq [U, W]``.
+
+    Returns ``[n_items + 1]`` float64 with f(0) = 0 (padding is not an item).
+    """
     f = np.bincount(seq.ravel(), minlength=n_items + 1).astype(np.float64)
     f[0] = 0.0
     return f

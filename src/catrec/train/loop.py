@@ -41,7 +41,13 @@ from catrec.run import (
     read_json,
 )
 from catrec.train.objectives import Batch, Objective
-from catrec.utils import atomic_torch_save, atomic_write_json, atomic_write_text, git_commit, seed_everything
+from catrec.utils import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    git_commit,
+    seed_everything,
+)
 
 SELECT_METRIC = "NDCG@10"
 
@@ -94,7 +100,10 @@ def epoch_batches(
     perm = rng.permutation(len(lengths))
     if bucket:
         pool = batch_size * 32
-        parts = [p[np.argsort(lengths[p], kind="stable")] for p in np.split(perm, range(pool, len(perm), pool))]
+        parts = [
+            p[np.argsort(lengths[p], kind="stable")]
+            for p in np.split(perm, range(pool, len(perm), pool))
+        ]
         perm = np.concatenate(parts)
     batches = np.split(perm, range(batch_size, len(perm), batch_size))
     if bucket:
@@ -136,7 +145,9 @@ def make_batch(
     negatives = None
     if config.loss == "bce":
         negatives = torch.randint(1, model.n_items + 1, targets.shape, device=device)
-    return Batch(inputs=inputs, targets=targets, weights=w, negatives=negatives, loss_scale=loss_scale)
+    return Batch(
+        inputs=inputs, targets=targets, weights=w, negatives=negatives, loss_scale=loss_scale
+    )
 
 
 def build_objective(config: Config, tset: TrainingSet, device: torch.device) -> Objective:
@@ -273,7 +284,9 @@ class Trainer:
     def _write_start_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", to_yaml(self.config))
-        atomic_write_json(self.run_dir / "items.json", [str(t) for t in self.split.data.item_tokens])
+        atomic_write_json(
+            self.run_dir / "items.json", [str(t) for t in self.split.data.item_tokens]
+        )
         self._update_meta(
             catrec_version=__version__,
             torch_version=torch.__version__,
@@ -294,7 +307,9 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to the end (or resume), then evaluate the best model; returns ``metrics.json``."""
         cfg = self.config
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         state = TrainState()
         if resume:
             state = self._restore(optimizer)
@@ -316,7 +331,9 @@ class Trainer:
         n_batches = (n_rows + cfg.batch_size - 1) // cfg.batch_size
         lengths = (tset.window > 0).sum(axis=1)
         # Expected positions with a target per batch: the bucketed loss is normalised by it.
-        n_targets = lengths - 1 if self.model.causal else lengths * cfg.mask_prob
+        # (bidirectional: mask_prob per item, plus the last item when the draw masked nothing)
+        p = cfg.mask_prob
+        n_targets = lengths - 1 if self.model.causal else lengths * p + (1 - p) ** lengths
         mean_targets = float(n_targets.sum()) / n_batches
         steps_run = 0
         with _SignalGuard() as guard:
@@ -324,7 +341,10 @@ class Trainer:
                 epoch = state.epoch
                 adv_on = cfg.adversarial and epoch >= cfg.adv_warmup_epochs
                 batches = epoch_batches(
-                    lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]), cfg.bucket_batches
+                    lengths,
+                    cfg.batch_size,
+                    np.random.default_rng([cfg.seed, epoch]),
+                    cfg.bucket_batches,
                 )
                 t0 = time.perf_counter()
                 self.model.train()
@@ -342,7 +362,9 @@ class Trainer:
                 )
                 for b in bar:
                     rows = batches[b]
-                    scale = float(n_targets[rows].sum()) / mean_targets if cfg.bucket_batches else 1.0
+                    scale = (
+                        float(n_targets[rows].sum()) / mean_targets if cfg.bucket_batches else 1.0
+                    )
                     batch = make_batch(
                         self.model, tset.window[rows], tset.weights[rows], cfg, self.device, scale
                     )
@@ -457,7 +479,9 @@ def train(
     return Trainer(config, run_dir, progress=progress, **kwargs).fit(resume=resume)
 
 
-def load_model(run_dir: str | Path, split: SplitData | None = None) -> tuple[Config, SplitData, SequentialRecommender]:
+def load_model(
+    run_dir: str | Path, split: SplitData | None = None
+) -> tuple[Config, SplitData, SequentialRecommender]:
     """Config, split data and best model of a finished (or running) run folder.
 
     Raises:

@@ -56,8 +56,9 @@ def rec_loss(
 
     ``ce``: full-softmax cross-entropy over all items (padding excluded); logits are computed only
     for positions with a target, ``[N, n_items]``, never for padding positions. This assumes the
-    model scores by dot product with the table, as the contract's default ``score`` does. ``bce``: binary
-    cross-entropy of the target against one sampled negative (Kang & McAuley, ICDM 2018).
+    model scores by dot product with the table, as the contract's default ``score`` does.
+    ``bce``: binary cross-entropy of the target against one sampled negative (Kang & McAuley,
+    ICDM 2018).
 
     Args:
         hidden: ``[B, L, d]`` hidden states; table: ``[V, d]`` item table (possibly perturbed).

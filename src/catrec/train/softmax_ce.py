@@ -33,7 +33,9 @@ class _FusedSoftmaxCE(torch.autograd.Function):
             m = p.amax(dim=1, keepdim=True)
             p.sub_(m).exp_()
             z = p.sum(dim=1, keepdim=True)
-            total += (z.log().squeeze(1) + m.squeeze(1) - target_logit[s : s + chunk]).sum().double()
+            total += (
+                (z.log().squeeze(1) + m.squeeze(1) - target_logit[s : s + chunk]).sum().double()
+            )
             if need_h or need_w:
                 p.div_(z)
                 p[torch.arange(len(y), device=p.device), y] -= 1.0  # softmax - onehot
@@ -57,7 +59,9 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         )
 
 
-def full_softmax_ce(hidden: Tensor, items: Tensor, targets: Tensor, chunk: int = CHUNK_ROWS) -> Tensor:
+def full_softmax_ce(
+    hidden: Tensor, items: Tensor, targets: Tensor, chunk: int = CHUNK_ROWS
+) -> Tensor:
     """Mean cross-entropy of ``targets`` under a softmax over all items.
 
     Args:
