@@ -127,7 +127,7 @@ class Objective:
         hidden = model.encode(e, pad)
         l_rec = rec_loss(model, hidden, batch.targets, table, self.loss, batch.negatives)
         if not torch.isfinite(l_rec):
-            raise NumericalError(f"recommendation loss is {float(l_rec)}")
+            raise NumericalError(f"recommendation loss is {float(l_rec.detach())}")
         if table.grad is not None:
             table.grad = None  # G below must be dL_rec/dE of this batch alone
         (l_rec * batch.loss_scale).backward()
@@ -161,7 +161,7 @@ class Objective:
             adv = adv + self.lambda_2 * l2
             out["loss_2"] = l2.item()
         if not torch.isfinite(adv):
-            raise NumericalError(f"adversarial loss is {float(adv)}")
+            raise NumericalError(f"adversarial loss is {float(adv.detach())}")
         (adv * batch.loss_scale).backward()
         out["loss"] = out["loss_rec"] + adv.item()
         return out
