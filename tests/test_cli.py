@@ -119,3 +119,60 @@ def test_console_script_exit_status(tiny_file):
     assert proc.returncode == 2
     assert proc.stderr.startswith("catrec: error:") and "eps" in proc.stderr
     assert main(["--version"]) == 0
+
+
+def test_warmup_longer_than_training_warns(tiny_file, tmp_path, capsys):
+    args = [
+        "train",
+        "--dataset",
+        str(tiny_file),
+        "--mode",
+        "cat",
+        *FAST,
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(args) == 0  # epochs 2 <= default warm-up 10
+    assert "adversarial terms of mode 'cat' never run" in capsys.readouterr().err
+
+
+def test_cuda_on_cpu_build_is_a_clear_error(tiny_file, tmp_path, capsys):
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--dataset", str(tiny_file), "--device", "cuda", *FAST]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_default_run_folder_and_portable_paths(tiny_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", tiny_file.name, "--mode", "standard", *FAST]) == 0
+    run = tmp_path / "runs" / "tiny-sasrec-standard-seed0"
+    assert run.is_dir()
+    # the dataset path is stored absolute: the run evaluates from any folder
+    assert yaml.safe_load((run / "config.yaml").read_text())["dataset"] == str(tiny_file)
+    monkeypatch.chdir("/")
+    assert main(["evaluate", str(run)]) == 0
+    mode = (run / "metrics.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_umask()  # shared results, not 0600
+
+
+def _umask():
+    import os
+
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def test_changed_dataset_is_detected(tiny_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--dataset", str(tiny_file), "--mode", "standard", *FAST, "--out", str(out)])
+        == 0
+    )
+    lines = tiny_file.read_text().splitlines()
+    first = lines[0].split()
+    lines[0] = " ".join([first[0], *first[1:-2], first[-1], first[-2]])  # swap the last two items
+    tiny_file.write_text("\n".join(lines) + "\n")
+    assert main(["evaluate", str(out)]) == 2
+    assert "differs from the one this run was trained on" in capsys.readouterr().err

@@ -94,8 +94,20 @@ def data_stats(dataset: str, max_len: int, as_json: bool) -> None:
 
 
 def _default_out(cfg: Config) -> Path:
-    name = Path(cfg.dataset).stem.lower() if "/" in cfg.dataset else cfg.dataset.lower()
+    from catrec.data.registry import DATASETS
+
+    key = cfg.dataset.lower()
+    name = key if key in DATASETS else Path(cfg.dataset).stem.lower()
     return Path("runs") / f"{name}-{cfg.model}-{cfg.mode}-seed{cfg.seed}"
+
+
+def _absolute_dataset(values: dict[str, Any]) -> None:
+    """Store a dataset given as a path as an absolute path, so the run works from any folder."""
+    from catrec.data.registry import DATASETS
+
+    ds = values.get("dataset")
+    if isinstance(ds, str) and ds.lower() not in DATASETS and Path(ds).expanduser().exists():
+        values["dataset"] = str(Path(ds).expanduser().resolve())
 
 
 @cli.command()
@@ -131,7 +143,16 @@ def train(
         values.update(given)
         if "dataset" not in values:
             raise click.UsageError("missing --dataset (a name such as beauty, or a file path)")
+        _absolute_dataset(values)
         cfg = make_config(values, source=config_file or "command line")
+        if cfg.adversarial and cfg.epochs <= cfg.adv_warmup_epochs:
+            click.echo(
+                f"catrec: warning: --epochs {cfg.epochs} <= --adv-warmup-epochs "
+                f"{cfg.adv_warmup_epochs}: the adversarial terms of mode {cfg.mode!r} never run, "
+                "so this trains exactly like 'standard'; lower --adv-warmup-epochs or raise "
+                "--epochs",
+                err=True,
+            )
         run_dir = Path(out) if out else _default_out(cfg)
         metrics = run_training(cfg, run_dir, progress=not quiet)
     _print_metrics(metrics)
@@ -367,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"catrec: warning: {msg}\n"
+    from catrec.metrics.ranking import NumericalError
+
     try:
         cli.main(args=argv, prog_name="catrec", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -383,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         click.echo(f"catrec: {exc}", err=True)
         return 130
+    except NumericalError as exc:
+        click.echo(f"catrec: training failed: {exc}", err=True)
+        return 1
     return 0
 
 

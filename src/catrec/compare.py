@@ -75,18 +75,6 @@ def run_config(base: dict[str, Any], mode: str, seed: int, source: str = "compar
     return make_config(values, source=source)
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _config_diff(stored: Config, wanted: Config) -> list[str]:
     a, b = stored.model_dump(), wanted.model_dump()
     return [f"{k}: {a[k]!r} (run) vs {b[k]!r} (asked)" for k in a if a[k] != b.get(k)]
@@ -105,7 +93,7 @@ def prepare_run(
         RunError: the run is being trained right now by another live process.
     """
     from catrec.run import load_run_config, read_json
-    from catrec.train.loop import evaluate_run, train
+    from catrec.train.loop import evaluate_run, pid_alive, train
 
     meta = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     status = meta.get("status")
@@ -120,7 +108,7 @@ def prepare_run(
         if not (run_dir / "metrics.json").is_file():
             evaluate_run(run_dir, split=split)
         return "reused", stored
-    if status == "running" and _pid_alive(meta.get("pid")):
+    if status == "running" and meta.get("pid") != os.getpid() and pid_alive(meta.get("pid")):
         raise RunError(
             f"{run_dir} is being trained by process {meta['pid']}; wait for it to finish (it will "
             "then be reused) or stop it, then run compare again"

@@ -43,7 +43,9 @@ class Config(BaseModel):
     # objective (CAT.md §3)
     mode: Literal["standard", "adv", "cat"] = Field("cat", description="training objective")
     loss: Literal["ce", "bce"] = Field(
-        "ce", description="ce: full-softmax cross-entropy; bce: one sampled negative (SASRec)"
+        "ce",
+        description="ce: full-softmax cross-entropy; bce: one sampled negative per position "
+        "(as in the original SASRec), for every model",
     )
     eps: float = Field(0.3, ge=0.0, description="level-1 (interaction) perturbation size")
     eps_item: float = Field(0.3, ge=0.0, description="level-2 (item table) perturbation size")
@@ -92,6 +94,8 @@ class Config(BaseModel):
                 raise ValueError(
                     "mode 'adv' is generic adversarial training: scaling must be 'none'"
                 )
+        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.model in ("sasrec", "bert4rec") and self.hidden_size % self.n_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})"
@@ -119,8 +123,10 @@ class Config(BaseModel):
 def _format_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        if err["type"] == "extra_forbidden":
+        key = ".".join(str(p) for p in err["loc"])
+        if not key:  # a rule across keys: its message names them
+            lines.append(f"{source}: {err['msg'].removeprefix('Value error, ')}")
+        elif err["type"] == "extra_forbidden":
             known = ", ".join(Config.model_fields)
             lines.append(f"{source}: unknown key {key!r} (known keys: {known})")
         elif err["type"] == "missing":

@@ -142,3 +142,15 @@ def test_nan_loss_stops_with_step_and_checkpoint_named(beauty_tiny, tmp_path, mo
         train(_config(beauty_tiny, "standard"), tmp_path / "run", progress=False)
     _, _, model = load_model(tmp_path / "run")  # the best model so far is intact
     assert torch.isfinite(model.item_embedding.weight).all()
+
+
+def test_resume_refuses_a_run_that_is_still_training(beauty_tiny, tmp_path):
+    cfg = _config(beauty_tiny, "standard")
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "run", progress=False, stop_after_steps=2)
+    meta_path = tmp_path / "run" / "run.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(status="running", pid=os.getppid())  # a live process that is not us
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(RunError, match="being trained by process"):
+        train(cfg, tmp_path / "run", progress=False, resume=True)

@@ -11,10 +11,12 @@ current step), so ``catrec train --resume RUN_DIR`` continues exactly where it s
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from catrec import __version__
 from catrec.adversarial.cascade import cascade_effect, cascade_weights
 from catrec.config import Config, to_yaml
 from catrec.data import SplitData, leave_one_out, read_dataset, resolve_dataset
-from catrec.errors import RunError
+from catrec.errors import ConfigError, RunError
 from catrec.evaluate import evaluate_ranking
 from catrec.metrics.ranking import NumericalError
 from catrec.models import build_model
@@ -179,6 +181,38 @@ class TrainState:
     done: bool = False
 
 
+def dataset_sha256(split: SplitData) -> str:
+    """Hash of the interactions a run trains and evaluates on (item indices per user)."""
+    h = hashlib.sha256()
+    for arr in (split.data.offsets, split.data.items):
+        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    h.update("\n".join(map(str, split.data.item_tokens)).encode("utf-8"))
+    return h.hexdigest()
+
+
+def check_dataset(meta: dict[str, Any], split: SplitData, run_dir: Path) -> None:
+    """Raise :class:`RunError` if the dataset differs from the one the run was trained on."""
+    want = meta.get("dataset_sha256")
+    if want is not None and want != dataset_sha256(split):
+        raise RunError(
+            f"{run_dir}: the dataset {split.data.name} differs from the one this run was trained "
+            "on (its content hash does not match run.json)"
+        )
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` (as recorded in run.json) is alive on this machine."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def should_stop(bad_epochs: int, epochs_done: int, config: Config) -> bool:
     """Early stopping: ``patience`` epochs without validation gain, and, for adversarial modes,
     the adversarial terms have run for at least ``patience`` epochs (CAT.md §3)."""
@@ -242,6 +276,10 @@ class Trainer:
         self.progress = progress
         self.stop_after_steps = stop_after_steps
         self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {config.device!r}: this torch build has no CUDA device")
+        if self.device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"device {config.device!r}: MPS is not available here")
         self.split = split if split is not None else load_split(config)
         seed_everything(config.seed)  # before the model's initialisation draws from the RNG
         self.model = build_model(config, self.split.n_items).to(self.device)
@@ -295,6 +333,7 @@ class Trainer:
             seed=self.config.seed,
             dataset=self.config.dataset,
             dataset_source=self.split.data.name,
+            dataset_sha256=dataset_sha256(self.split),
             n_users=self.split.n_users,
             n_items=self.split.n_items,
             n_dropped_users=self.split.n_dropped,
@@ -354,7 +393,7 @@ class Trainer:
                     range(state.step, n_batches),
                     total=n_batches,
                     initial=state.step,
-                    desc=f"epoch {epoch + 1}/{cfg.epochs} [{'adv' if adv_on else 'std'}]",
+                    desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.mode if adv_on else 'standard'}]",
                     disable=not self.progress,
                     leave=False,
                     mininterval=0.5,
@@ -372,6 +411,7 @@ class Trainer:
                     try:
                         diag = objective(self.model, batch, adversarial=adv_on)
                     except NumericalError as exc:
+                        self._update_meta(status="failed")
                         last = self.run_dir / "last.pt"
                         raise NumericalError(
                             f"{exc} at epoch {epoch + 1}, step {b + 1}/{n_batches} "
@@ -429,7 +469,7 @@ class Trainer:
                 self._append_log(record)
                 if self.progress:
                     tqdm.write(
-                        f"epoch {epoch + 1:3d}  loss {record.get('loss', float('nan')):.4f}  "
+                        f"epoch {epoch + 1:3d}  L_rec {record.get('loss_rec', float('nan')):.4f}  "
                         f"valid NDCG@10 {score:.4f}  HR@10 {valid['HR@10']:.4f}  "
                         f"{'*' if improved else ' '} {done_s:.1f}s"
                     )
@@ -459,6 +499,12 @@ class Trainer:
 
     def _restore(self, optimizer: torch.optim.Optimizer) -> TrainState:
         meta = read_json(self.run_dir / "run.json")
+        pid = meta.get("pid")
+        if meta.get("status") == "running" and pid != os.getpid() and pid_alive(pid):
+            raise RunError(
+                f"{self.run_dir} is being trained by process {pid}; wait for it or stop it first"
+            )
+        check_dataset(meta, self.split, self.run_dir)
         path = self.run_dir / "last.pt"
         ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("last.pt"))
         check_compatible(ckpt, self.config, self.split.n_items, path)
@@ -468,6 +514,10 @@ class Trainer:
         if torch.cuda.is_available() and ckpt.get("cuda_rng"):
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         ts = ckpt["train_state"]
+        if ts["done"]:
+            warnings.warn(
+                f"{self.run_dir}: the run had already finished; re-evaluating it", stacklevel=2
+            )
         self._update_meta(status="running", pid=os.getpid())
         return TrainState(**ts)
 
@@ -491,6 +541,7 @@ def load_model(
     config = load_run_config(run_dir)
     split = split if split is not None else load_split(config)
     meta = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    check_dataset(meta, split, run_dir)
     path = run_dir / "best.pt"
     ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("best.pt"))
     check_compatible(ckpt, config, split.n_items, path)
