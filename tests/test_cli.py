@@ -176,3 +176,27 @@ def test_changed_dataset_is_detected(tiny_file, tmp_path, capsys):
     tiny_file.write_text("\n".join(lines) + "\n")
     assert main(["evaluate", str(out)]) == 2
     assert "differs from the one this run was trained on" in capsys.readouterr().err
+
+
+def test_dataset_with_no_training_pairs_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "three.txt"
+    path.write_text("1 1 2 3\n2 2 3 4\n3 3 4 5\n4 4 5 1\n")
+    assert main(["train", "--dataset", str(path), *FAST, "--out", str(tmp_path / "r")]) == 2
+    assert "no training sequences" in capsys.readouterr().err
+
+
+def test_corrupted_plan_is_a_clear_error(tiny_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--dataset", str(tiny_file), "--mode", "standard", *FAST, "--out", str(out)])
+        == 0
+    )
+    plan = tmp_path / "plan.npz"
+    plan.write_bytes(b"PK\x03\x04 truncated")
+    assert (
+        main(["robustness", str(out), "--plan", str(plan), "--bootstrap", "10", "--depth", "5"])
+        == 2
+    )
+    assert "not a readable catrec replacement plan" in capsys.readouterr().err
+    assert main(["robustness", str(out), "--depth", "25", "--bootstrap", "10"]) == 2
+    assert "exceeds the items left to rank" in capsys.readouterr().err

@@ -35,6 +35,13 @@ def test_defaults_resolve_by_mode_and_model():
         ({"dropout": 1.0}, "'dropout'"),
         ({"epz": 0.1}, "unknown key 'epz'"),
         ({"cascade": "three_hop"}, "'cascade'"),
+        ({"lr": float("inf")}, "'lr'"),
+        ({"eps": float("nan")}, "'eps'"),
+        ({"max_len": True}, "'max_len'"),  # strict: no silent bool -> int
+        ({"eps_absolute": "yes"}, "'eps_absolute'"),
+        ({"seed": 2**64}, "'seed'"),
+        ({"device": "cudafoo"}, "device must be"),
+        ({"model": "bert4rec", "max_len": 1}, "max_len >= 2"),
     ],
 )
 def test_rejections_name_the_key(values, key):
@@ -67,3 +74,9 @@ def test_bad_yaml_files(tmp_path):
         load_yaml(tmp_path / "b.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "c.yaml").write_bytes(b"dataset: g\xe9od.txt\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_yaml(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"a\.yaml, line \d+ column \d+: invalid YAML") as info:
+        load_yaml(tmp_path / "a.yaml")
+    assert "\n" not in str(info.value)

@@ -101,6 +101,16 @@ def _default_out(cfg: Config) -> Path:
     return Path("runs") / f"{name}-{cfg.model}-{cfg.mode}-seed{cfg.seed}"
 
 
+def _warn_if_never_adversarial(mode: str, epochs: int, warmup: int) -> None:
+    if epochs <= warmup:
+        click.echo(
+            f"catrec: warning: --epochs {epochs} <= --adv-warmup-epochs {warmup}: the "
+            f"adversarial terms of mode {mode!r} never run, so it trains exactly like "
+            "'standard'; lower --adv-warmup-epochs or raise --epochs",
+            err=True,
+        )
+
+
 def _absolute_dataset(values: dict[str, Any]) -> None:
     """Store a dataset given as a path as an absolute path, so the run works from any folder."""
     from catrec.data.registry import DATASETS
@@ -145,14 +155,8 @@ def train(
             raise click.UsageError("missing --dataset (a name such as beauty, or a file path)")
         _absolute_dataset(values)
         cfg = make_config(values, source=config_file or "command line")
-        if cfg.adversarial and cfg.epochs <= cfg.adv_warmup_epochs:
-            click.echo(
-                f"catrec: warning: --epochs {cfg.epochs} <= --adv-warmup-epochs "
-                f"{cfg.adv_warmup_epochs}: the adversarial terms of mode {cfg.mode!r} never run, "
-                "so this trains exactly like 'standard'; lower --adv-warmup-epochs or raise "
-                "--epochs",
-                err=True,
-            )
+        if cfg.adversarial:
+            _warn_if_never_adversarial(cfg.mode, cfg.epochs, cfg.adv_warmup_epochs)
         run_dir = Path(out) if out else _default_out(cfg)
         metrics = run_training(cfg, run_dir, progress=not quiet)
     _print_metrics(metrics)
@@ -356,6 +360,15 @@ def compare(
             raise click.UsageError(f"the config sets {key!r}; compare takes --modes and --seeds")
     if "dataset" not in base:
         raise click.UsageError("missing --dataset (a name such as beauty, or a file path)")
+    _absolute_dataset(base)
+    for mode in _split_list(modes, "--modes"):
+        if mode in ("adv", "cat"):
+            fields = Config.model_fields
+            _warn_if_never_adversarial(
+                mode,
+                base.get("epochs", fields["epochs"].default),
+                base.get("adv_warmup_epochs", fields["adv_warmup_epochs"].default),
+            )
     try:
         seed_list = [int(s) for s in _split_list(seeds, "--seeds")]
     except ValueError:
@@ -408,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except NumericalError as exc:
         click.echo(f"catrec: training failed: {exc}", err=True)
+        return 1
+    except OSError as exc:  # a folder that cannot be written, a full disk, ...
+        name = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"catrec: error:{name}: {exc.strerror or exc}", err=True)
         return 1
     return 0
 

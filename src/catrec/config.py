@@ -7,6 +7,7 @@ rejected before any work, with the key named.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,10 @@ MODELS = ("sasrec", "gru4rec", "bert4rec")
 class Config(BaseModel):
     """All settings of a training run. Field descriptions double as CLI help."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # strict: "1", true or 1.5 are not silently turned into an int; inf and nan are rejected.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, strict=True, allow_inf_nan=False
+    )
 
     # data
     dataset: str = Field(description="dataset name (beauty, sports, toys, yelp) or file path")
@@ -79,7 +83,7 @@ class Config(BaseModel):
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
     patience: int = Field(5, ge=1, description="epochs without validation NDCG@10 gain before stop")
-    seed: int = Field(0, ge=0, description="random seed")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")
     # evaluation
     eval_batch_size: int = Field(1024, ge=1, description="users per evaluation batch")
     mask_history: bool = Field(True, description="exclude input-sequence items from the ranking")
@@ -94,8 +98,10 @@ class Config(BaseModel):
                 raise ValueError(
                     "mode 'adv' is generic adversarial training: scaling must be 'none'"
                 )
-        if not (self.device == "cpu" or self.device.startswith(("cuda", "mps"))):
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.model == "bert4rec" and self.max_len < 2:
+            raise ValueError("bert4rec needs max_len >= 2 (one history item and the mask token)")
         if self.model in ("sasrec", "bert4rec") and self.hidden_size % self.n_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by n_heads ({self.n_heads})"
@@ -159,8 +165,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         obj = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from exc
     if obj is None:
         return {}
     if not isinstance(obj, dict):

@@ -297,12 +297,31 @@ class ReplacementPlan:
         return cls(seed=seed, fingerprint=fp, n_items=split.n_items)
 
     def check_fits(self, split: SplitData, source: str = "plan") -> None:
+        """Raise :class:`RunError` unless the plan was drawn for this test data and is intact."""
         fp = data_fingerprint(split.test_inputs, split.test_targets, split.n_items)
         if fp != self.fingerprint or self.n_items != split.n_items:
             raise RunError(
                 f"{source} was drawn for other test data (fingerprint {self.fingerprint}, this "
-                f"run's data {fp}): a different dataset or max_len; use another --plan file"
+                f"run's data {fp}): a different dataset or max_len; use another plan file "
+                "(robustness: --plan; compare: another --out)"
             )
+        n_users, width = split.test_inputs.shape
+        for key, a in self.columns.items():
+            if (
+                a.ndim != 2
+                or len(a) != n_users
+                or a.shape[1] != key[1]
+                or a.max(initial=-1) >= width
+            ):
+                raise RunError(f"{source}: columns for {key} do not fit the test inputs")
+        for key, a in self.items.items():
+            if (
+                a.ndim != 2
+                or len(a) != n_users
+                or a.min(initial=0) < 0
+                or a.max(initial=0) > self.n_items
+            ):
+                raise RunError(f"{source}: replacement items for {key} are out of range")
 
     def ensure(
         self,
@@ -380,21 +399,27 @@ class ReplacementPlan:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {name: z[name] for name in z.files if name != "meta"}
+            if not isinstance(meta, dict) or meta.get("format") != PLAN_FORMAT:
+                raise RunError(f"{path}: not a catrec replacement plan of format {PLAN_FORMAT}")
+            plan = cls(
+                seed=int(meta["seed"]),
+                fingerprint=str(meta["fingerprint"]),
+                n_items=int(meta["n_items"]),
+            )
+            for name, a in arrays.items():
+                parts = name.split("__")
+                if parts[0] == "columns":
+                    plan.columns[(parts[1], int(parts[2]))] = a.astype(np.int64)
+                elif parts[0] == "items":
+                    plan.items[(parts[1], int(parts[2]), parts[3])] = a.astype(np.int64)
+                else:
+                    raise ValueError(f"unexpected array {name!r}")
         except FileNotFoundError as exc:
             raise RunError(f"{path}: plan file missing") from exc
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except RunError:
+            raise
+        except Exception as exc:  # any corruption: truncated zip, wrong keys, types, names
             raise RunError(f"{path}: not a readable catrec replacement plan ({exc})") from exc
-        if meta.get("format") != PLAN_FORMAT:
-            raise RunError(f"{path}: plan format {meta.get('format')!r}, expected {PLAN_FORMAT}")
-        plan = cls(
-            seed=int(meta["seed"]), fingerprint=meta["fingerprint"], n_items=int(meta["n_items"])
-        )
-        for name, a in arrays.items():
-            parts = name.split("__")
-            if parts[0] == "columns":
-                plan.columns[(parts[1], int(parts[2]))] = a.astype(np.int64)
-            elif parts[0] == "items":
-                plan.items[(parts[1], int(parts[2]), parts[3])] = a.astype(np.int64)
         return plan
 
 
@@ -650,8 +675,13 @@ def evaluate_robustness(
     """
     if depth < 1:
         raise ConfigError(f"depth must be >= 1, got {depth}")
-    if depth > split.n_items:
-        raise ConfigError(f"depth {depth} exceeds the number of items ({split.n_items})")
+    # Every user must have `depth` rankable items, or the top-K lists would hold masked items.
+    seen = int((split.test_inputs > 0).sum(axis=1).max(initial=0)) if mask_history else 0
+    if depth > split.n_items - seen:
+        raise ConfigError(
+            f"--depth {depth} exceeds the items left to rank ({split.n_items} items, up to "
+            f"{seen} masked per user as history); use a smaller --depth"
+        )
     plan.ensure(split, settings)
     inputs, targets = split.test_inputs, split.test_targets
     U = len(targets)
@@ -815,7 +845,7 @@ def run_robustness(
         p=p,
         mask_history=config.mask_history,
         batch_size=batch_size or config.eval_batch_size,
-        device=torch.device(config.device),
+        device=next(model.parameters()).device,
         n_bootstrap=n_bootstrap,
         progress=progress,
     )

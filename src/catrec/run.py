@@ -39,13 +39,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, expect: type | None = None) -> Any:
+    """Parse a JSON file of a run folder.
+
+    Raises:
+        RunError: missing, unreadable, not JSON, or (with ``expect``) not of that type.
+    """
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise RunError(f"{path}: missing") from exc
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: not a readable JSON file ({exc})") from exc
+    if expect is not None and not isinstance(obj, expect):
+        raise RunError(f"{path}: expected a JSON {expect.__name__}, got {type(obj).__name__}")
+    return obj
 
 
 def load_run_config(run_dir: Path) -> Config:

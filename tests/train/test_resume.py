@@ -148,9 +148,11 @@ def test_resume_refuses_a_run_that_is_still_training(beauty_tiny, tmp_path):
     cfg = _config(beauty_tiny, "standard")
     with pytest.raises(Interrupted):
         train(cfg, tmp_path / "run", progress=False, stop_after_steps=2)
-    meta_path = tmp_path / "run" / "run.json"
-    meta = json.loads(meta_path.read_text())
-    meta.update(status="running", pid=os.getppid())  # a live process that is not us
-    meta_path.write_text(json.dumps(meta))
+    assert not (tmp_path / "run" / ".lock").exists()  # released on interruption
+    (tmp_path / "run" / ".lock").write_text(str(os.getppid()))  # a live process that is not us
     with pytest.raises(RunError, match="being trained by process"):
         train(cfg, tmp_path / "run", progress=False, resume=True)
+    with pytest.raises(RunError, match="already holds a run"):
+        train(cfg, tmp_path / "run", progress=False)
+    (tmp_path / "run" / ".lock").write_text("999999999")  # stale: its owner is gone
+    assert train(cfg, tmp_path / "run", progress=False, resume=True)["test"]["n_users"] == 300

@@ -120,8 +120,9 @@ def cascade_weights(
         vals = C[is_input]
         if scaling == "inverse":
             vals = 1.0 / np.maximum(vals, np.finfo(np.float64).tiny)
-        mean = vals.mean() if vals.size else 1.0
-        w[is_input] = np.clip(vals / mean, 0.0, c_max)
+        mean = vals.mean() if vals.size else 0.0
+        # All-zero effects (e.g. one-item bidirectional windows): fall back to uniform weights.
+        w[is_input] = np.clip(vals / mean, 0.0, c_max) if mean > 0 else 1.0
     ids = np.where(is_input, inputs, 0).ravel()
     sums = np.bincount(ids, weights=w.ravel(), minlength=n_items + 1)
     counts = np.bincount(ids, weights=is_input.ravel().astype(np.float64), minlength=n_items + 1)

@@ -11,6 +11,7 @@ current step), so ``catrec train --resume RUN_DIR`` continues exactly where it s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -29,7 +30,7 @@ from catrec import __version__
 from catrec.adversarial.cascade import cascade_effect, cascade_weights
 from catrec.config import Config, to_yaml
 from catrec.data import SplitData, leave_one_out, read_dataset, resolve_dataset
-from catrec.errors import ConfigError, RunError
+from catrec.errors import ConfigError, DataError, RunError
 from catrec.evaluate import evaluate_ranking
 from catrec.metrics.ranking import NumericalError
 from catrec.models import build_model
@@ -213,6 +214,43 @@ def pid_alive(pid: Any) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Exclusive lock on a run folder (``RUN_DIR/.lock`` holding the owner's pid).
+
+    A lock left by a process that no longer exists (killed with SIGKILL) is taken over.
+
+    Raises:
+        RunError: another live process holds the lock.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid != os.getpid() and pid_alive(pid):
+                raise RunError(
+                    f"{run_dir} is being trained by process {pid}; wait for it or stop it first "
+                    f"(if that process is not catrec, delete {lock})"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its owner is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    else:
+        raise RunError(f"{run_dir}: cannot take the lock {lock}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def should_stop(bad_epochs: int, epochs_done: int, config: Config) -> bool:
     """Early stopping: ``patience`` epochs without validation gain, and, for adversarial modes,
     the adversarial terms have run for at least ``patience`` epochs (CAT.md §3)."""
@@ -313,7 +351,7 @@ class Trainer:
 
     def _update_meta(self, checkpoints: dict[str, str] | None = None, **fields) -> None:
         path = self.run_dir / "run.json"
-        meta = read_json(path) if path.exists() else {}
+        meta = read_json(path, dict) if path.exists() else {}
         if checkpoints:
             meta.setdefault("checkpoints", {}).update(checkpoints)
         meta.update(fields)
@@ -344,7 +382,32 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train to the end (or resume), then evaluate the best model; returns ``metrics.json``."""
+        """Train to the end (or resume), then evaluate the best model; returns ``metrics.json``.
+
+        Holds ``RUN_DIR/.lock`` while it runs, so two processes never train into one folder.
+
+        Raises:
+            RunError: the folder is locked by a live process, already holds a run (without
+                ``resume``), or its checkpoint is missing, corrupted or incompatible.
+        """
+        if (
+            not resume
+            and self.run_dir.exists()
+            and ((self.run_dir / "run.json").exists() or (self.run_dir / "last.pt").exists())
+        ):
+            raise RunError(
+                f"{self.run_dir} already holds a run; use --resume to continue it or choose "
+                "another --out"
+            )
+        if resume and not (self.run_dir / "last.pt").exists():
+            raise RunError(
+                f"{self.run_dir}: no checkpoint to resume from (last.pt is written after the first "
+                "epoch or on Ctrl-C); start the run again with a fresh --out"
+            )
+        with run_lock(self.run_dir):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         cfg = self.config
         optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
@@ -353,11 +416,6 @@ class Trainer:
         if resume:
             state = self._restore(optimizer)
         else:
-            if (self.run_dir / "last.pt").exists():
-                raise RunError(
-                    f"{self.run_dir} already holds a run; use --resume to continue it or choose "
-                    "another --out"
-                )
             self._write_start_files()
         tset = training_set(self.split, self.model, cfg)
         if cfg.adversarial:
@@ -367,6 +425,11 @@ class Trainer:
             os.replace(self.run_dir / ".cascade.tmp.npz", self.run_dir / "cascade.npz")
         objective = build_objective(cfg, tset, self.device)
         n_rows = len(tset.window)
+        if n_rows == 0:
+            raise DataError(
+                f"{self.split.data.name}: no training sequences: every user has only 3 "
+                "interactions, so each training part is one item and has no next-item target"
+            )
         n_batches = (n_rows + cfg.batch_size - 1) // cfg.batch_size
         lengths = (tset.window > 0).sum(axis=1)
         # Expected positions with a target per batch: the bucketed loss is normalised by it.
@@ -441,14 +504,21 @@ class Trainer:
                         )
                 bar.close()
                 train_s = time.perf_counter() - t0
-                valid = evaluate_ranking(
-                    self.model,
-                    self.split.valid_inputs,
-                    self.split.valid_targets,
-                    batch_size=cfg.eval_batch_size,
-                    mask_history=cfg.mask_history,
-                    device=self.device,
-                )
+                try:
+                    valid = evaluate_ranking(
+                        self.model,
+                        self.split.valid_inputs,
+                        self.split.valid_targets,
+                        batch_size=cfg.eval_batch_size,
+                        mask_history=cfg.mask_history,
+                        device=self.device,
+                    )
+                except NumericalError as exc:
+                    self._update_meta(status="failed")
+                    raise NumericalError(
+                        f"{exc} in the validation after epoch {epoch + 1}; last good checkpoint: "
+                        f"{self.run_dir / 'last.pt'}"
+                    ) from exc
                 score = valid[SELECT_METRIC]
                 improved = score > state.best_score
                 if improved:
@@ -498,18 +568,19 @@ class Trainer:
         atomic_write_json(path, log)
 
     def _restore(self, optimizer: torch.optim.Optimizer) -> TrainState:
-        meta = read_json(self.run_dir / "run.json")
-        pid = meta.get("pid")
-        if meta.get("status") == "running" and pid != os.getpid() and pid_alive(pid):
-            raise RunError(
-                f"{self.run_dir} is being trained by process {pid}; wait for it or stop it first"
-            )
+        meta = read_json(self.run_dir / "run.json", dict)
         check_dataset(meta, self.split, self.run_dir)
         path = self.run_dir / "last.pt"
         ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("last.pt"))
         check_compatible(ckpt, self.config, self.split.n_items, path)
-        self.model.load_state_dict(ckpt["model_state"])
-        optimizer.load_state_dict(ckpt["optimizer_state"])
+        try:
+            self.model.load_state_dict(ckpt["model_state"])
+            optimizer.load_state_dict(ckpt["optimizer_state"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise RunError(
+                f"{path}: the checkpoint does not fit the run's config.yaml (was it edited?): "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
         torch.set_rng_state(ckpt["torch_rng"])
         if torch.cuda.is_available() and ckpt.get("cuda_rng"):
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
@@ -540,7 +611,7 @@ def load_model(
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     split = split if split is not None else load_split(config)
-    meta = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    meta = read_json(run_dir / "run.json", dict) if (run_dir / "run.json").exists() else {}
     check_dataset(meta, split, run_dir)
     path = run_dir / "best.pt"
     ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("best.pt"))
@@ -550,7 +621,13 @@ def load_model(
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as exc:
         raise RunError(f"{path}: weights do not fit the configured model: {exc}") from exc
-    return config, split, model.to(torch.device(config.device))
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(
+            f"{run_dir}: trained on {config.device}; no CUDA here, using the CPU", stacklevel=2
+        )
+        device = torch.device("cpu")
+    return config, split, model.to(device)
 
 
 def evaluate_run(run_dir: str | Path, *, split: SplitData | None = None) -> dict[str, Any]:
@@ -564,15 +641,15 @@ def evaluate_run(run_dir: str | Path, *, split: SplitData | None = None) -> dict
     kw = dict(
         batch_size=config.eval_batch_size,
         mask_history=config.mask_history,
-        device=torch.device(config.device),
+        device=next(model.parameters()).device,
     )
     metrics = {
         "valid": evaluate_ranking(model, split.valid_inputs, split.valid_targets, **kw),
         "test": evaluate_ranking(model, split.test_inputs, split.test_targets, **kw),
     }
     path = run_dir / "metrics.json"
-    old = read_json(path) if path.exists() else {}
-    meta = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    old = read_json(path, dict) if path.exists() else {}
+    meta = read_json(run_dir / "run.json", dict) if (run_dir / "run.json").exists() else {}
     metrics["run"] = {
         "mode": config.mode,
         "model": config.model,
