@@ -589,7 +589,9 @@ class Trainer:
             warnings.warn(
                 f"{self.run_dir}: the run had already finished; re-evaluating it", stacklevel=2
             )
-        self._update_meta(status="running", pid=os.getpid())
+        resumes = meta.get("resumed", [])
+        resumes.append({"epoch": ts["epoch"], "step": ts["step"], "git_commit": git_commit()})
+        self._update_meta(status="running", pid=os.getpid(), resumed=resumes)
         return TrainState(**ts)
 
 
