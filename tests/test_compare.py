@@ -6,24 +6,12 @@ import json
 import os
 
 import pytest
-import torch
 import yaml
 
 from catrec.cli import main
 from catrec.compare import cat_losses, mean_std, run_compare, run_config
 from catrec.errors import ConfigError, RunError
 from catrec.train.loop import Interrupted, train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a small, shared CPU, torch's thread pool spin-waits against other
-    processes and these tiny models run ~10x slower with 2 threads than with 1 (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -36,16 +36,6 @@ from catrec.robustness import (
 from catrec.train.loop import train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a small, shared CPU, torch's thread pool spin-waits against other
-    processes and these tiny models run ~10x slower with 2 threads than with 1 (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def synthetic_split(n_users: int = 60, n_items: int = 40, max_len: int = 8, seed: int = 0):
     """Users with 3..15 interactions (no repeats within a user), so some are truncated to L."""
     rng = np.random.default_rng(seed)
