@@ -56,7 +56,6 @@ item can never appear in the perturbed list and the removed item may now appear 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -82,7 +81,7 @@ from catrec.metrics.stability import (
     rbo_at_k,
 )
 from catrec.models.base import SequentialRecommender, trim_padding
-from catrec.utils import atomic_write_bytes, atomic_write_json, git_commit
+from catrec.utils import atomic_write_bytes, atomic_write_json, git_commit, sha256_arrays
 
 POSITIONS = ("first", "middle", "last", "random")
 REPLACEMENTS = ("random", "popular", "adversarial")
@@ -258,18 +257,7 @@ def draw_replacements(
 def data_fingerprint(inputs: np.ndarray, targets: np.ndarray, n_items: int) -> str:
     """Short hash of the test inputs, targets and item count: a plan only fits the data it was
     drawn for."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(inputs, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(targets, dtype=np.int64).tobytes())
-    h.update(str(n_items).encode())
-    return h.hexdigest()[:16]
-
-
-def _hash_arrays(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
-    return h.hexdigest()[:16]
+    return sha256_arrays(inputs, targets, extra=str(n_items).encode())[:16]
 
 
 @dataclass
@@ -365,8 +353,8 @@ class ReplacementPlan:
         """Hash of what the plan fixes for ``s`` (columns, and items unless adversarial)."""
         cols = self.columns[(s.position, s.k)]
         if s.replacement == "adversarial":
-            return _hash_arrays(cols)
-        return _hash_arrays(cols, self.items[(s.position, s.k, s.replacement)])
+            return sha256_arrays(cols)[:16]
+        return sha256_arrays(cols, self.items[(s.position, s.k, s.replacement)])[:16]
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> None:

@@ -15,7 +15,6 @@ Every file is written atomically (temporary file, fsync, rename). Checkpoints ar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import zipfile
@@ -27,16 +26,9 @@ import torch
 from catrec import __version__
 from catrec.config import Config, load_yaml, make_config
 from catrec.errors import RunError
+from catrec.utils import sha256_file
 
 CHECKPOINT_FORMAT = 1
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_json(path: Path, expect: type | None = None) -> Any:
@@ -82,7 +74,7 @@ def load_checkpoint(path: Path, expected_sha256: str | None = None) -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: checkpoint missing")
-    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
         raise RunError(
             f"{path}: checkpoint is corrupted or was modified (sha256 differs from run.json)"
         )

@@ -6,6 +6,7 @@ writers without paying for ``import torch``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -73,6 +74,24 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_arrays(*arrays: np.ndarray, extra: bytes = b"") -> str:
+    """Hex sha256 of integer arrays (as contiguous int64 bytes, in order), then ``extra``."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+    h.update(extra)
+    return h.hexdigest()
 
 
 def seed_everything(seed: int) -> None:

@@ -12,8 +12,9 @@ import pytest
 from data_testutil import SHARED_DATA
 
 from catrec.data import registry
-from catrec.data.registry import DATASETS, KnownDataset, resolve_dataset, sha256_file
+from catrec.data.registry import DATASETS, KnownDataset, resolve_dataset
 from catrec.errors import DataError
+from catrec.utils import sha256_file
 
 TINY = b"1 1 2 3\n2 2 3 4\n"
 

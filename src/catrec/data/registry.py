@@ -51,15 +51,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CATREC_CACHE_DIR") or Path.home() / ".cache" / "catrec")
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_url_path(url: str) -> Path:
     parts = urllib.parse.urlsplit(url)
     if parts.netloc not in ("", "localhost"):

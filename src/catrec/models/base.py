@@ -62,6 +62,18 @@ class SequentialRecommender(nn.Module, ABC):
         influence real ones; their own hidden states are unspecified.
         """
 
+    def positions(self, length: int, device: torch.device) -> Tensor:
+        """Position ids ``[length]`` counted from the most recent item (the last column).
+
+        A shorter or less padded input thus gets the same positional embeddings at its end.
+
+        Raises:
+            ValueError: ``length > max_len``.
+        """
+        if length > self.max_len:
+            raise ValueError(f"input length {length} exceeds max_len {self.max_len}")
+        return torch.arange(self.max_len - length, self.max_len, device=device)
+
     def score(self, hidden: Tensor, table: Tensor | None = None) -> Tensor:
         """Logits ``[..., n_items + 1]`` of every item (column 0 = padding), ``hidden [..., d]``."""
         table = self.item_table() if table is None else table

@@ -110,9 +110,7 @@ class BERT4Rec(SequentialRecommender):
 
     def encode(self, inputs_embeds: Tensor, padding_mask: Tensor) -> Tensor:
         B, L, d = inputs_embeds.shape
-        if L > self.max_len:
-            raise ValueError(f"input length {L} exceeds max_len {self.max_len}")
-        pos = torch.arange(self.max_len - L, self.max_len, device=inputs_embeds.device)
+        pos = self.positions(L, inputs_embeds.device)
         x = self.emb_dropout(self.emb_ln(inputs_embeds + self.position_embedding(pos)))
         # Bidirectional attention to real keys only; every position may see itself, so that fully
         # padded rows stay finite (their outputs are never read).

@@ -89,9 +89,7 @@ class SASRec(SequentialRecommender):
 
     def encode(self, inputs_embeds: Tensor, padding_mask: Tensor) -> Tensor:
         B, L, d = inputs_embeds.shape
-        if L > self.max_len:
-            raise ValueError(f"input length {L} exceeds max_len {self.max_len}")
-        pos = torch.arange(self.max_len - L, self.max_len, device=inputs_embeds.device)
+        pos = self.positions(L, inputs_embeds.device)
         x = inputs_embeds * math.sqrt(d) + self.position_embedding(pos)  # [B, L, d]
         x = self.emb_dropout(x) * padding_mask.unsqueeze(-1)
         # Causal attention to real keys only; every position may see itself, so that fully padded

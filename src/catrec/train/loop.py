@@ -12,7 +12,6 @@ current step), so ``catrec train --resume RUN_DIR`` continues exactly where it s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import platform
 import signal
@@ -38,7 +37,6 @@ from catrec.models.base import SequentialRecommender
 from catrec.run import (
     check_compatible,
     checkpoint_header,
-    file_sha256,
     load_checkpoint,
     load_run_config,
     read_json,
@@ -50,6 +48,8 @@ from catrec.utils import (
     atomic_write_text,
     git_commit,
     seed_everything,
+    sha256_arrays,
+    sha256_file,
 )
 
 SELECT_METRIC = "NDCG@10"
@@ -184,11 +184,8 @@ class TrainState:
 
 def dataset_sha256(split: SplitData) -> str:
     """Hash of the interactions a run trains and evaluates on (item indices per user)."""
-    h = hashlib.sha256()
-    for arr in (split.data.offsets, split.data.items):
-        h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
-    h.update("\n".join(map(str, split.data.item_tokens)).encode("utf-8"))
-    return h.hexdigest()
+    tokens = "\n".join(map(str, split.data.item_tokens)).encode("utf-8")
+    return sha256_arrays(split.data.offsets, split.data.items, extra=tokens)
 
 
 def check_dataset(meta: dict[str, Any], split: SplitData, run_dir: Path) -> None:
@@ -340,14 +337,14 @@ class Trainer:
             },
         }
         atomic_torch_save(ckpt, self.run_dir / "last.pt")
-        self._update_meta({"last.pt": file_sha256(self.run_dir / "last.pt")})
+        self._update_meta({"last.pt": sha256_file(self.run_dir / "last.pt")})
 
     def _save_best(self) -> None:
         ckpt = checkpoint_header(self.config, self.split.n_items) | {
             "model_state": self.model.state_dict()
         }
         atomic_torch_save(ckpt, self.run_dir / "best.pt")
-        self._update_meta({"best.pt": file_sha256(self.run_dir / "best.pt")})
+        self._update_meta({"best.pt": sha256_file(self.run_dir / "best.pt")})
 
     def _update_meta(self, checkpoints: dict[str, str] | None = None, **fields) -> None:
         path = self.run_dir / "run.json"
