@@ -12,6 +12,7 @@ current step), so ``catrec train --resume RUN_DIR`` continues exactly where it s
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import platform
 import signal
@@ -44,6 +45,7 @@ from catrec.run import (
 from catrec.train.objectives import Batch, Objective
 from catrec.utils import (
     atomic_torch_save,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     git_commit,
@@ -416,10 +418,9 @@ class Trainer:
             self._write_start_files()
         tset = training_set(self.split, self.model, cfg)
         if cfg.adversarial:
-            np.savez_compressed(
-                self.run_dir / ".cascade.tmp.npz", position=tset.weights, item=tset.item_weights
-            )
-            os.replace(self.run_dir / ".cascade.tmp.npz", self.run_dir / "cascade.npz")
+            buf = io.BytesIO()
+            np.savez_compressed(buf, position=tset.weights, item=tset.item_weights)
+            atomic_write_bytes(self.run_dir / "cascade.npz", buf.getvalue())
         objective = build_objective(cfg, tset, self.device)
         n_rows = len(tset.window)
         if n_rows == 0:
