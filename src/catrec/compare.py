@@ -232,6 +232,7 @@ def run_compare(
                     "git_commit": meta.get("git_commit"),
                     "train_wall_time_s": meta.get("wall_time_s"),
                     "best_epoch": meta.get("best_epoch"),
+                    "best_epoch_adversarial": meta.get("best_epoch_adversarial"),
                     "epochs_run": meta.get("epochs_run"),
                     "compare_wall_time_s": round(time.perf_counter() - t_run, 3),
                     "test": metrics["test"],
@@ -388,6 +389,16 @@ def _fmt(v: dict[str, Any], pct: bool = False) -> str:
     return f"{mean} ± {std}"
 
 
+def _best_epoch(run: dict[str, Any]) -> str:
+    """``best epoch 26/31 (adversarial)``: which epoch the reported model is from, and its kind."""
+    best, total = run.get("best_epoch"), run.get("epochs_run")
+    if best is None:
+        return "best epoch unknown"
+    adv = run.get("best_epoch_adversarial")
+    kind = "" if adv is None else (" (adversarial)" if adv else " (standard)")
+    return f"best epoch {best}/{total}{kind}"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """``compare.md``: accuracy and robustness tables, and where cat does not win."""
     s = result["settings"]
@@ -412,7 +423,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     for mode in result["modes"]:
         a = acc[mode]
         status = ", ".join(
-            f"seed {r['seed']}: {r['status']}" for r in result["runs"] if r["mode"] == mode
+            f"seed {r['seed']}: {r['status']}, {_best_epoch(r)}"
+            for r in result["runs"]
+            if r["mode"] == mode
         )
         lines.append(
             f"| {mode} | {_fmt(a['NDCG@10'])} | {_fmt(a['HR@10'])} | {_fmt(a['NDCG@20'])} | "

@@ -71,6 +71,16 @@ class Config(BaseModel):
         description="how the cascade scales perturbations (default proportional; none for adv)",
     )
     c_max: float = Field(5.0, gt=0.0, description="clip of the normalised cascade score")
+    shared_dropout: bool = Field(
+        True,
+        description="the adversarial passes reuse the clean pass's dropout masks, so the FGSM "
+        "direction perturbs the sub-network it was computed on (CAT.md §2)",
+    )
+    select_from: Literal["adversarial", "all"] = Field(
+        "adversarial",
+        description="epochs the reported model is chosen from (adversarial modes): only those "
+        "with the adversarial terms on, so a run labelled cat is a CAT model, or all",
+    )
     gamma: float = Field(1.0, ge=0.0, description="weight of the second-order cascade term")
     # optimisation
     epochs: int = Field(60, ge=1, description="maximum epochs")

@@ -131,7 +131,8 @@ def test_one_step_reduces_loss(name, mode):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     before = _clean_loss(model, batch)
     optimizer.zero_grad()
-    diag = objective(model, batch, adversarial=True)
+    loss, diag = objective(model, batch, adversarial=True)
+    loss.backward()
     assert diag["loss_rec"] == pytest.approx(before, rel=1e-5)  # dropout 0: same clean pass
     if mode == "cat":
         assert {"loss_1", "loss_2"} <= diag.keys()
@@ -189,7 +190,7 @@ def test_cat_step_perturbations(name, mode, monkeypatch):
     model.zero_grad()
     objective = build_objective(config, tset, torch.device("cpu"))
     assert isinstance(objective, Objective)
-    diag = objective(model, batch, adversarial=True)
+    _, diag = objective(model, batch, adversarial=True)
     assert np.isfinite(diag["loss"])
 
     # Level 1.

@@ -83,3 +83,78 @@ def test_epoch_batches_cover_every_row_once():
     # bucketing: batches hold similar lengths (spread far below the global spread)
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < 0.5 * np.ptp(lengths)
+
+
+def test_cascade_budget_is_recorded_in_run_json(beauty_tiny, tmp_path):
+    cfg = make_config({"dataset": str(beauty_tiny), "mode": "cat", "adv_warmup_epochs": 0, **TINY})
+    train(cfg, tmp_path / "run", progress=False)
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["cascade"]["realised_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert 0.0 <= meta["cascade"]["clipped_share"] < 0.2
+    cascade = np.load(tmp_path / "run" / "cascade.npz")
+    real = cascade["position"] > 0
+    assert cascade["position"][real].astype(np.float64).mean() == pytest.approx(1.0, abs=1e-5)
+
+
+def _selection_run(data, out, select_from, epochs=3):
+    cfg = make_config(
+        {
+            "dataset": str(data),
+            "mode": "cat",
+            "adv_warmup_epochs": 2,
+            "eps": 3.0,  # oversized perturbations: the adversarial epoch is worse than the warm-up
+            "eps_item": 3.0,
+            "select_from": select_from,
+            **{**TINY, "epochs": epochs},
+        }
+    )
+    metrics = train(cfg, out, progress=False)
+    log = json.loads((out / "log.json").read_text())
+    return metrics, log, json.loads((out / "run.json").read_text())
+
+
+def test_adversarial_runs_report_an_adversarial_epoch(beauty_tiny, tmp_path):
+    """select_from = adversarial (default): a cat run whose adversarial epoch never beats its
+    warm-up still reports an adversarial model, not the standard warm-up one."""
+    _, log, meta = _selection_run(beauty_tiny, tmp_path / "adv", "adversarial")
+    scores = [r["valid"]["NDCG@10"] for r in log]
+    assert max(scores[:2]) > scores[2]  # the warm-up was better on validation...
+    assert meta["best_epoch"] == 3 and meta["best_epoch_adversarial"] is True  # ...yet not chosen
+    assert meta["select_from"] == "adversarial"
+    _, log_all, meta_all = _selection_run(beauty_tiny, tmp_path / "all", "all")
+    assert [r["valid"] for r in log_all] == [r["valid"] for r in log]  # same training
+    assert meta_all["best_epoch"] == 1 + int(np.argmax(scores[:2]))
+    assert meta_all["best_epoch_adversarial"] is False
+
+
+def test_selection_falls_back_to_all_epochs_when_no_adversarial_epoch_runs(beauty_tiny, tmp_path):
+    with pytest.warns(UserWarning, match="chosen among all epochs"):
+        _, _, meta = _selection_run(beauty_tiny, tmp_path / "run", "adversarial", epochs=2)
+    assert meta["select_from"] == "all" and meta["best_epoch_adversarial"] is False
+
+
+def test_bce_negatives_avoid_the_users_sequence():
+    """Original SASRec: the negative is never an item of the user's sequence (nor the target).
+    5-item catalogue: before, about 21% of negatives hit the row's own items."""
+    import torch
+
+    from catrec.train.loop import sample_negatives
+
+    torch.manual_seed(0)
+    window = torch.tensor([[0, 0, 1, 2, 3], [1, 2, 3, 4, 4], [0, 0, 0, 5, 1]] * 50)
+    neg = sample_negatives(window, (150, 4), n_items=5)
+    assert neg.shape == (150, 4) and neg.min() >= 1 and neg.max() <= 5
+    for row, negs in zip(window.tolist(), neg.tolist(), strict=True):
+        assert not set(negs) & set(row)
+    assert set(neg[1::3].unique().tolist()) == {5}  # the only item row 2 lacks
+    assert set(neg[0::3].unique().tolist()) == {4, 5}  # both its missing items occur
+
+
+def test_bce_without_any_negative_is_a_clear_error():
+    import torch
+
+    from catrec.errors import DataError
+    from catrec.train.loop import sample_negatives
+
+    with pytest.raises(DataError, match="contains all 3 items"):
+        sample_negatives(torch.tensor([[1, 2, 3, 1]]), (1, 3), n_items=3)

@@ -47,7 +47,9 @@ def test_cat_objective_gradient_equals_explicit_sum():
     model, batch = _model_and_batch()
     item_w = torch.linspace(0.5, 2.0, 21)
     obj = Objective(lambda_1=0.7, lambda_2=0.4, eps=0.3, eps_item=0.2, item_weights=item_w)
-    diag = obj(model, batch)
+    loss, diag = obj(model, batch)
+    assert all(p.grad is None for p in model.parameters())  # the objective runs no backward
+    loss.backward()
     got = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     # Reference computed step by step, independently of Objective.
@@ -72,12 +74,120 @@ def test_cat_objective_gradient_equals_explicit_sum():
 
 def test_standard_objective_has_no_adversarial_terms():
     model, batch = _model_and_batch()
-    diag = Objective()(model, batch)
+    loss, diag = Objective()(model, batch)
     assert set(diag) == {"loss", "loss_rec"}
-    assert diag["loss"] == diag["loss_rec"]
+    assert diag["loss"] == diag["loss_rec"] == pytest.approx(loss.item(), rel=1e-6)
 
 
 def test_objective_respects_warmup_switch():
     model, batch = _model_and_batch()
-    diag = Objective(lambda_1=1.0, lambda_2=1.0)(model, batch, adversarial=False)
+    _, diag = Objective(lambda_1=1.0, lambda_2=1.0)(model, batch, adversarial=False)
     assert "loss_1" not in diag
+
+
+def test_objective_keeps_gradients_already_accumulated():
+    """The loop owns backward: a gradient accumulated before the step (e.g. gradient
+    accumulation over micro-batches) survives on every parameter, the item table included."""
+    model, batch = _model_and_batch()
+    obj = Objective(lambda_1=1.0, lambda_2=1.0, eps=0.2, eps_item=0.2)
+    loss, _ = obj(model, batch)
+    loss.backward()
+    once = {n: p.grad.clone() for n, p in model.named_parameters()}
+    loss, _ = obj(model, batch)  # same batch, no dropout: the same gradient again
+    loss.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * once[n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+def _old_objective_grads(model, batch, lambda_1, lambda_2, eps, eps_item, item_w):
+    """The objective as it was before it returned its loss: backward of the clean loss first
+    (reading ``e.grad`` and ``table.grad``), then the adversarial passes and a second backward."""
+    pad = batch.inputs > 0
+    table = model.item_table()
+    e = model.embed(batch.inputs)
+    e.retain_grad()
+    l_rec = rec_loss(model, model.encode(e, pad), batch.targets, table)
+    (l_rec * batch.loss_scale).backward()
+    delta = interaction_perturbation(e.grad, e.detach(), pad, batch.weights, eps)
+    G = table.grad.detach().clone()
+    h1 = model.encode(model.embed(batch.inputs) + delta, pad)
+    adv = lambda_1 * rec_loss(model, h1, batch.targets, table)
+    Delta = item_perturbation(G, table.detach(), item_w, eps_item, n_scored=model.n_items + 1)
+    t2 = table + Delta
+    adv = adv + lambda_2 * rec_loss(
+        model, model.encode(model.embed(batch.inputs, t2), pad), batch.targets, t2
+    )
+    (adv * batch.loss_scale).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_same_gradients_as_the_old_objective_with_fresh_dropout_masks():
+    """With shared_dropout off, returning the loss changes no number (1e-6): same dropout draws
+    in the same order, same perturbations, same parameter gradients."""
+    torch.manual_seed(0)
+    model = SASRec(n_items=20, hidden_size=8, max_len=5, n_layers=1, n_heads=2, dropout=0.3)
+    _, batch = _model_and_batch()
+    batch.loss_scale = 1.7
+    item_w = torch.linspace(0.5, 2.0, 21)
+    torch.manual_seed(5)
+    old = _old_objective_grads(model, batch, 0.7, 0.4, 0.3, 0.2, item_w)
+    model.zero_grad(set_to_none=True)
+    obj = Objective(
+        lambda_1=0.7,
+        lambda_2=0.4,
+        eps=0.3,
+        eps_item=0.2,
+        item_weights=item_w,
+        shared_dropout=False,
+    )
+    torch.manual_seed(5)
+    loss, _ = obj(model, batch)
+    loss.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, old[n], rtol=1e-6, atol=1e-7, msg=n)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "bert4rec"])
+def test_shared_dropout_masks_make_a_zero_perturbation_reproduce_the_clean_loss(name):
+    """CAT.md §2 shared_dropout: the perturbed passes run the clean pass's sub-network, so with
+    eps = eps_item = 0 both adversarial losses equal L_rec exactly; with fresh masks they do not."""
+    from catrec.models import REGISTRY
+
+    torch.manual_seed(0)
+    cls = REGISTRY[name]
+    kwargs = {"n_layers": 1, "dropout": 0.5}
+    if name != "gru4rec":
+        kwargs["n_heads"] = 2
+    model = cls(n_items=20, hidden_size=8, max_len=6, **kwargs)
+    model.train()
+    _, batch = _model_and_batch()
+    if name == "bert4rec":  # cloze inputs: one masked position per row is the target
+        inputs = batch.inputs.clone()
+        inputs[:, -1] = model.mask_token
+        batch = Batch(
+            inputs=inputs,
+            targets=torch.where(inputs == model.mask_token, batch.targets, 0),
+            weights=batch.weights,
+        )
+    for shared in (True, False):
+        obj = Objective(lambda_1=1.0, lambda_2=1.0, eps=0.0, eps_item=0.0, shared_dropout=shared)
+        torch.manual_seed(1)
+        _, diag = obj(model, batch)
+        if shared:
+            assert diag["loss_1"] == diag["loss_rec"] and diag["loss_2"] == diag["loss_rec"]
+        else:
+            assert diag["loss_1"] != diag["loss_rec"] and diag["loss_2"] != diag["loss_rec"]
+
+
+def test_shared_dropout_leaves_the_generator_after_the_clean_pass():
+    """Shared masks: the adversarial passes do not advance the RNG, so the next draw equals the
+    one after a clean pass alone (a standard step)."""
+    torch.manual_seed(0)
+    model = SASRec(n_items=20, hidden_size=8, max_len=5, n_layers=1, n_heads=2, dropout=0.5)
+    _, batch = _model_and_batch()
+    torch.manual_seed(3)
+    Objective(lambda_1=1.0, lambda_2=1.0, eps=0.1, eps_item=0.1)(model, batch)
+    after_cat = torch.rand(4)
+    torch.manual_seed(3)
+    Objective()(model, batch)
+    assert torch.equal(after_cat, torch.rand(4))

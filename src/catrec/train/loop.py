@@ -1,9 +1,12 @@
 """The one training loop: every model, every objective (nanoGPT-style, explicit).
 
 Per epoch: shuffle training sequences (a permutation drawn from ``(seed, epoch)``), build batches,
-call the objective (which leaves gradients in ``.grad``), step Adam; then evaluate validation
-NDCG@10 by full ranking, keep the best weights, and stop early after ``patience`` epochs without
-gain, but never before the adversarial terms have run for ``patience`` epochs (CAT.md §3).
+take the objective's loss, call ``backward`` and step Adam (the loop is the only place that calls
+``backward``); then evaluate validation NDCG@10 by full ranking, keep the best weights, and stop
+early after ``patience`` epochs without gain, but never before the adversarial terms have run for
+``patience`` epochs (CAT.md §3). Adversarial runs choose their reported model among the epochs
+with the adversarial terms on (``select_from = adversarial``), so a run labelled ``cat`` is a CAT
+model.
 
 The full training state is checkpointed after every epoch and on SIGINT / SIGTERM (after the
 current step), so ``catrec train --resume RUN_DIR`` continues exactly where it stopped.
@@ -24,10 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from catrec import __version__
-from catrec.adversarial.cascade import cascade_effect, cascade_weights
+from catrec.adversarial.cascade import MEAN_TOL, cascade_effect, cascade_weights
 from catrec.config import Config, to_yaml
 from catrec.data import SplitData, leave_one_out, read_dataset, resolve_dataset
 from catrec.errors import ConfigError, DataError, RunError
@@ -70,11 +74,15 @@ class TrainingSet:
             L columns).
         weights: ``[R, L]`` cascade weight of each input position.
         item_weights: ``[n_rows]`` c_item(i) for level 2.
+        realised_mean: mean of ``weights`` over the input positions (1 after renormalisation).
+        clipped_share: share of input positions clipped at ``c_max``.
     """
 
     window: np.ndarray
     weights: np.ndarray
     item_weights: np.ndarray
+    realised_mean: float = 1.0
+    clipped_share: float = 0.0
 
 
 def training_set(split: SplitData, model: SequentialRecommender, config: Config) -> TrainingSet:
@@ -86,11 +94,27 @@ def training_set(split: SplitData, model: SequentialRecommender, config: Config)
     C, is_input = cascade_effect(
         window, split.n_items, config.cascade, config.gamma, causal=model.causal
     )
-    w = cascade_weights(C, is_input, inputs, split.n_items, config.scaling, config.c_max)
+    try:
+        w = cascade_weights(C, is_input, inputs, split.n_items, config.scaling, config.c_max)
+    except ValueError as exc:
+        raise DataError(f"{split.data.name}: {exc}") from exc
+    if config.adversarial and abs(w.realised_mean - 1.0) > MEAN_TOL:
+        warnings.warn(
+            f"cascade weights: a mean of 1 is out of reach with c_max = {config.c_max} "
+            f"({w.clipped_share:.1%} of input positions clipped); realised mean "
+            f"{w.realised_mean:.4f}, so cat spends less level-1 budget than adv",
+            stacklevel=2,
+        )
     n_rows = model.item_table().shape[0]
     item = np.ones(n_rows, dtype=np.float32)
     item[: split.n_items + 1] = w.item
-    return TrainingSet(window=window, weights=w.position, item_weights=item)
+    return TrainingSet(
+        window=window,
+        weights=w.position,
+        item_weights=item,
+        realised_mean=w.realised_mean,
+        clipped_share=w.clipped_share,
+    )
 
 
 def epoch_batches(
@@ -149,10 +173,49 @@ def make_batch(
     inputs, targets, w = inputs[:, first:], targets[:, first:], w[:, first:]
     negatives = None
     if config.loss == "bce":
-        negatives = torch.randint(1, model.n_items + 1, targets.shape, device=device)
+        negatives = sample_negatives(win, targets.shape, model.n_items)
     return Batch(
         inputs=inputs, targets=targets, weights=w, negatives=negatives, loss_scale=loss_scale
     )
+
+
+def sample_negatives(window: Tensor, shape: torch.Size, n_items: int) -> Tensor:
+    """One negative item per position, uniform over the items not in the row's sequence.
+
+    As in the original SASRec (Kang & McAuley, ICDM 2018), a negative is never the target nor any
+    item of the user's sequence (here: the row's training window ``[B, W]``, the most recent
+    L + 1 items). Vectorised rejection sampling: redraw the positions that hit the sequence.
+
+    Args:
+        window: ``[B, W]`` item ids of each row (0 = padding).
+        shape: ``(B, L)`` shape of the result.
+
+    Returns:
+        ``[B, L]`` int64 item ids in ``1..n_items``.
+
+    Raises:
+        DataError: a row's sequence holds every item, so no negative exists.
+    """
+    if n_items <= window.shape[1]:  # only then can a row hold every item
+        ordered = window.sort(dim=1).values
+        distinct = (ordered[:, :1] > 0).sum(1) + (
+            (ordered[:, 1:] != ordered[:, :-1]) & (ordered[:, 1:] > 0)
+        ).sum(1)
+        if bool((distinct >= n_items).any()):
+            raise DataError(
+                f"bce loss: a training sequence contains all {n_items} items, so there is no "
+                "negative item to sample; use --loss ce"
+            )
+
+    def in_sequence(neg: Tensor) -> Tensor:  # [B, L] -> [B, L] bool, via [B, L, W] comparisons
+        return (neg.unsqueeze(-1) == window.unsqueeze(1)).any(dim=-1)
+
+    neg = torch.randint(1, n_items + 1, shape, device=window.device)
+    bad = in_sequence(neg)
+    while bool(bad.any()):
+        neg[bad] = torch.randint(1, n_items + 1, (int(bad.sum()),), device=window.device)
+        bad = in_sequence(neg)
+    return neg
 
 
 def build_objective(config: Config, tset: TrainingSet, device: torch.device) -> Objective:
@@ -167,6 +230,7 @@ def build_objective(config: Config, tset: TrainingSet, device: torch.device) -> 
         eps_item=config.eps_item,
         eps_absolute=config.eps_absolute,
         item_weights=torch.as_tensor(tset.item_weights, device=device),
+        shared_dropout=config.shared_dropout,
     )
 
 
@@ -257,6 +321,25 @@ def should_stop(bad_epochs: int, epochs_done: int, config: Config) -> bool:
         return False
     if config.adversarial:
         return epochs_done - config.adv_warmup_epochs >= config.patience
+    return True
+
+
+def selects_adversarial(config: Config) -> bool:
+    """Whether the reported model is chosen among adversarial epochs only (CAT.md §3).
+
+    True for adversarial modes with ``select_from = adversarial``, unless the run is too short to
+    reach its adversarial epochs: then it falls back to all epochs, with a warning.
+    """
+    if not config.adversarial or config.select_from != "adversarial":
+        return False
+    if config.epochs <= config.adv_warmup_epochs:
+        warnings.warn(
+            f"select_from = adversarial, but the run ({config.epochs} epochs) ends before its "
+            f"adversarial terms start (after {config.adv_warmup_epochs} warm-up epochs): the "
+            "model is chosen among all epochs, so it is a standard model",
+            stacklevel=2,
+        )
+        return False
     return True
 
 
@@ -417,10 +500,21 @@ class Trainer:
         else:
             self._write_start_files()
         tset = training_set(self.split, self.model, cfg)
+        select_adversarial = selects_adversarial(cfg)
         if cfg.adversarial:
             buf = io.BytesIO()
             np.savez_compressed(buf, position=tset.weights, item=tset.item_weights)
             atomic_write_bytes(self.run_dir / "cascade.npz", buf.getvalue())
+            self._update_meta(
+                cascade={
+                    "scaling": cfg.scaling,
+                    "cascade": cfg.cascade,
+                    "c_max": cfg.c_max,
+                    "realised_mean": round(tset.realised_mean, 8),
+                    "clipped_share": round(tset.clipped_share, 6),
+                },
+                select_from="adversarial" if select_adversarial else "all",
+            )
         objective = build_objective(cfg, tset, self.device)
         n_rows = len(tset.window)
         if n_rows == 0:
@@ -470,7 +564,8 @@ class Trainer:
                     )
                     optimizer.zero_grad(set_to_none=True)
                     try:
-                        diag = objective(self.model, batch, adversarial=adv_on)
+                        loss, diag = objective(self.model, batch, adversarial=adv_on)
+                        loss.backward()
                     except NumericalError as exc:
                         self._update_meta(status="failed")
                         last = self.run_dir / "last.pt"
@@ -518,11 +613,13 @@ class Trainer:
                         f"{self.run_dir / 'last.pt'}"
                     ) from exc
                 score = valid[SELECT_METRIC]
-                improved = score > state.best_score
+                # select_from = adversarial: warm-up epochs are neither saved nor counted.
+                eligible = adv_on or not select_adversarial
+                improved = eligible and score > state.best_score
                 if improved:
                     state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
                     self._save_best()
-                else:
+                elif eligible:
                     state.bad_epochs += 1
                 done_s = time.perf_counter() - t0
                 state.elapsed_s += done_s
@@ -555,6 +652,7 @@ class Trainer:
             status="finished",
             wall_time_s=round(state.elapsed_s, 3),
             best_epoch=state.best_epoch + 1,
+            best_epoch_adversarial=cfg.adversarial and state.best_epoch >= cfg.adv_warmup_epochs,
             epochs_run=state.epoch,
         )
         return evaluate_run(self.run_dir, split=self.split)
@@ -657,6 +755,7 @@ def evaluate_run(run_dir: str | Path, *, split: SplitData | None = None) -> dict
         "seed": config.seed,
         "git_commit": meta.get("git_commit"),
         "best_epoch": meta.get("best_epoch", old.get("run", {}).get("best_epoch")),
+        "best_epoch_adversarial": meta.get("best_epoch_adversarial"),
     }
     atomic_write_json(path, metrics)
     return metrics

@@ -6,12 +6,15 @@ CAT.md §3 (Tan et al., SDM 2024, §3):
 
 ``L_1`` is ``L_rec`` on input embeddings perturbed per interaction (level 1), ``L_2`` is ``L_rec``
 with the whole item table perturbed (level 2). Perturbations come from the gradients of the clean
-pass, so an objective runs its own backward passes: calling it leaves the gradient of ``L`` in the
-parameters' ``.grad`` and returns diagnostics. The training loop only zeroes gradients and steps.
+pass, taken with ``torch.autograd.grad(..., retain_graph=True)`` (nothing is written to ``.grad``):
+an objective returns the total loss and the training loop alone calls ``backward`` (STYLE.md rule 1),
+so gradient accumulation, clipping, mixed precision and DDP live in one place.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -78,14 +81,50 @@ def rec_loss(
     return -(F.logsigmoid(pos_logit) + F.logsigmoid(-neg_logit)).mean()
 
 
+@contextlib.contextmanager
+def replay_rng(state: tuple[Tensor, list[Tensor]] | None) -> Iterator[None]:
+    """Run the block with the torch RNG set to ``state`` (CPU, and CUDA when present), or as is.
+
+    With the same input shapes, a replayed state draws the same dropout masks (catrec's
+    :class:`~catrec.models.base.Dropout` and attention dropout both draw from it), so a perturbed
+    pass runs the very sub-network the clean pass ran. The generator is left where the clean pass
+    left it, so the number of perturbed passes does not shift later draws.
+    """
+    if state is None:
+        yield
+        return
+    after = rng_state()
+    set_rng_state(state)
+    try:
+        yield
+    finally:
+        set_rng_state(after)
+
+
+def rng_state() -> tuple[Tensor, list[Tensor]]:
+    """The torch RNG state: CPU generator and every CUDA device's (empty without CUDA)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return torch.get_rng_state(), cuda
+
+
+def set_rng_state(state: tuple[Tensor, list[Tensor]]) -> None:
+    """Restore a state from :func:`rng_state`."""
+    torch.set_rng_state(state[0])
+    if state[1]:
+        torch.cuda.set_rng_state_all(state[1])
+
+
 class Objective:
-    """The loss of one training step, with its backward passes.
+    """The loss of one training step (CAT.md §3): ``L_rec + lambda_1 * L_1 + lambda_2 * L_2``.
 
     Args:
         loss: ``ce`` or ``bce`` (see :func:`rec_loss`).
         lambda_1, lambda_2: weights of the level-1 and level-2 adversarial losses (0 disables).
         eps, eps_item: perturbation sizes (relative to embedding norms unless ``eps_absolute``).
         item_weights: ``[n_rows]`` c_item(i) for level 2 (ones for generic training).
+        shared_dropout: the perturbed passes reuse the clean pass's dropout masks (CAT.md §2), so
+            the FGSM direction perturbs the sub-network it was computed on; otherwise each pass
+            draws fresh masks.
     """
 
     def __init__(
@@ -97,6 +136,7 @@ class Objective:
         eps_item: float = 0.3,
         eps_absolute: bool = False,
         item_weights: Tensor | None = None,
+        shared_dropout: bool = True,
     ) -> None:
         self.loss = loss
         self.lambda_1 = lambda_1
@@ -105,6 +145,7 @@ class Objective:
         self.eps_item = eps_item
         self.eps_absolute = eps_absolute
         self.item_weights = item_weights
+        self.shared_dropout = shared_dropout
 
     def perturbation_mask(self, model: SequentialRecommender, inputs: Tensor) -> Tensor:
         """``[B, L]`` True at real interactions (not padding, not a mask token)."""
@@ -112,8 +153,13 @@ class Objective:
 
     def __call__(
         self, model: SequentialRecommender, batch: Batch, adversarial: bool = True
-    ) -> dict[str, float]:
-        """Accumulate ``dL/dθ`` into the parameters' ``.grad`` and return loss diagnostics.
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The step's loss ``L * batch.loss_scale`` (a scalar to call ``backward`` on) and its
+        diagnostics (``loss``, ``loss_rec``, and ``loss_1``, ``loss_2``, ``delta_norm`` when the
+        adversarial terms run; unscaled floats).
+
+        Leaves every ``.grad`` untouched: the clean gradients that build the perturbations are
+        taken with ``torch.autograd.grad``.
 
         Raises:
             NumericalError: the clean or an adversarial loss is NaN or infinite.
@@ -122,46 +168,51 @@ class Objective:
         table = model.item_table()
         adversarial = adversarial and (self.lambda_1 > 0 or self.lambda_2 > 0)
         e = model.embed(batch.inputs)  # [B, L, d]
-        if adversarial:
-            e.retain_grad()
+        masks = rng_state() if adversarial and self.shared_dropout else None
         hidden = model.encode(e, pad)
         l_rec = rec_loss(model, hidden, batch.targets, table, self.loss, batch.negatives)
         if not torch.isfinite(l_rec):
             raise NumericalError(f"recommendation loss is {float(l_rec.detach())}")
-        if table.grad is not None:
-            table.grad = None  # G below must be dL_rec/dE of this batch alone
-        (l_rec * batch.loss_scale).backward()
         out = {"loss": l_rec.item(), "loss_rec": l_rec.item()}
         if not adversarial:
-            return out
+            return l_rec * batch.loss_scale, out
 
-        adv = torch.zeros((), device=e.device)
+        # g = dL_rec/de [B, L, d] and G = dL_rec/dE [V, d] of this batch alone; the graph is kept
+        # for the loop's backward of the total loss.
+        wrt = [e] + ([table] if self.lambda_2 > 0 else [])
+        grads = torch.autograd.grad(l_rec, wrt, retain_graph=True)
+        total = l_rec
         if self.lambda_1 > 0:
             real = self.perturbation_mask(model, batch.inputs)
             delta = interaction_perturbation(
-                e.grad, e.detach(), real, batch.weights, self.eps, self.eps_absolute
+                grads[0], e.detach(), real, batch.weights, self.eps, self.eps_absolute
             )
-            h1 = model.encode(model.embed(batch.inputs) + delta, pad)
+            with replay_rng(masks):
+                h1 = model.encode(model.embed(batch.inputs) + delta, pad)
             l1 = rec_loss(model, h1, batch.targets, table, self.loss, batch.negatives)
-            adv = adv + self.lambda_1 * l1
+            total = total + self.lambda_1 * l1
             out["loss_1"] = l1.item()
             out["delta_norm"] = float(delta.norm(dim=-1)[real].mean()) if real.any() else 0.0
         if self.lambda_2 > 0:
-            G = table.grad.detach().clone()
             weights = self.item_weights
             if weights is None:
                 weights = torch.ones(table.shape[0], device=table.device)
             Delta = item_perturbation(
-                G, table.detach(), weights, self.eps_item, self.eps_absolute, model.n_items + 1
+                grads[-1],
+                table.detach(),
+                weights,
+                self.eps_item,
+                self.eps_absolute,
+                model.n_items + 1,
             )
             Delta[model.n_items + 1 :] = 0.0  # rows past the items (a mask token) are not items
             table2 = table + Delta
-            h2 = model.encode(model.embed(batch.inputs, table2), pad)
+            with replay_rng(masks):
+                h2 = model.encode(model.embed(batch.inputs, table2), pad)
             l2 = rec_loss(model, h2, batch.targets, table2, self.loss, batch.negatives)
-            adv = adv + self.lambda_2 * l2
+            total = total + self.lambda_2 * l2
             out["loss_2"] = l2.item()
-        if not torch.isfinite(adv):
-            raise NumericalError(f"adversarial loss is {float(adv.detach())}")
-        (adv * batch.loss_scale).backward()
-        out["loss"] = out["loss_rec"] + adv.item()
-        return out
+        if not torch.isfinite(total):
+            raise NumericalError(f"adversarial loss is {float((total - l_rec).detach())}")
+        out["loss"] = total.item()
+        return total * batch.loss_scale, out
