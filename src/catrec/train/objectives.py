@@ -8,8 +8,7 @@ CAT.md §3 (Tan et al., SDM 2024, §3):
 with the whole item table perturbed (level 2). Perturbations come from the gradients of the clean
 pass, taken with ``torch.autograd.grad(..., retain_graph=True)`` (nothing is written to ``.grad``):
 an objective returns the total loss and the training loop alone calls ``backward`` (STYLE.md
-rule 1),
-so gradient accumulation, clipping, mixed precision and DDP live in one place.
+rule 1), so gradient accumulation, clipping, mixed precision and DDP live in one place.
 """
 
 from __future__ import annotations
