@@ -158,3 +158,64 @@ def test_bce_without_any_negative_is_a_clear_error():
 
     with pytest.raises(DataError, match="contains all 3 items"):
         sample_negatives(torch.tensor([[1, 2, 3, 1]]), (1, 3), n_items=3)
+
+
+@pytest.mark.parametrize("select_from", ["adversarial", "all"])
+def test_adversarial_run_from_a_kept_warmup_equals_training_it(beauty_tiny, tmp_path, select_from):
+    """Warm-up sharing: a cat run started from a standard run's state after its 2 warm-up epochs
+    ends with exactly the log, weights and metrics of a cat run that trained them itself."""
+    import torch
+
+    base = {"dataset": str(beauty_tiny), **{**TINY, "epochs": 3}}
+    std = make_config(base | {"mode": "standard"})
+    train(std, tmp_path / "std", progress=False, keep_states=[2])
+    assert (tmp_path / "std" / "state-epoch2.pt").exists()
+    cat = make_config(
+        base | {"mode": "cat", "adv_warmup_epochs": 2, "select_from": select_from, "patience": 1}
+    )
+    full = train(cat, tmp_path / "full", progress=False)
+    forked = train(cat, tmp_path / "forked", progress=False, warmup_from=tmp_path / "std")
+    assert forked["test"] == full["test"] and forked["valid"] == full["valid"]
+    logs = [json.loads((tmp_path / r / "log.json").read_text()) for r in ("full", "forked")]
+    strip = [[{k: v for k, v in r.items() if "time" not in k} for r in log] for log in logs]
+    assert strip[0] == strip[1] and len(strip[0]) == 3
+    a = torch.load(tmp_path / "full" / "best.pt", weights_only=True)["model_state"]
+    b = torch.load(tmp_path / "forked" / "best.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((tmp_path / "forked" / "run.json").read_text())
+    assert meta["warmup_from"]["epochs"] == 2
+
+
+def test_warmup_from_a_run_with_other_settings_is_refused(beauty_tiny, tmp_path):
+    from catrec.errors import RunError
+
+    base = {"dataset": str(beauty_tiny), **{**TINY, "epochs": 2}}
+    train(
+        make_config(base | {"mode": "standard"}), tmp_path / "std", progress=False, keep_states=[1]
+    )
+    cat = make_config(base | {"mode": "cat", "adv_warmup_epochs": 1, "lr": 5e-3})
+    with pytest.raises(RunError, match="settings differ \\(lr\\)"):
+        train(cat, tmp_path / "cat", progress=False, warmup_from=tmp_path / "std")
+
+
+def test_on_epoch_end_can_stop_a_run(beauty_tiny, tmp_path):
+    seen = []
+
+    def hook(epoch, valid, adv_on):
+        seen.append((epoch, adv_on, round(valid["NDCG@10"], 6)))
+        return epoch == 2
+
+    cfg = make_config(
+        {
+            "dataset": str(beauty_tiny),
+            "mode": "cat",
+            "adv_warmup_epochs": 1,
+            **{**TINY, "epochs": 4},
+        }
+    )
+    from catrec.train.loop import Trainer
+
+    assert Trainer(cfg, tmp_path / "run", progress=False, on_epoch_end=hook).fit() == {}
+    assert [s[:2] for s in seen] == [(1, False), (2, True)]
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["status"] == "stopped" and meta["epochs_run"] == 2

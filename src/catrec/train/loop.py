@@ -21,6 +21,7 @@ import platform
 import signal
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,28 @@ from catrec.utils import (
 )
 
 SELECT_METRIC = "NDCG@10"
+
+#: Config keys that do not change the standard warm-up epochs of an adversarial run: runs that
+#: differ only in these share their warm-up (:meth:`Trainer.fit`'s ``warmup_from``).
+WARMUP_INDEPENDENT = frozenset(
+    {
+        "mode",
+        "eps",
+        "eps_item",
+        "eps_absolute",
+        "lambda_1",
+        "lambda_2",
+        "adv_warmup_epochs",
+        "cascade",
+        "scaling",
+        "c_max",
+        "gamma",
+        "shared_dropout",
+        "select_from",
+        "patience",
+        "epochs",
+    }
+)
 
 
 class Interrupted(Exception):
@@ -380,6 +403,12 @@ class Trainer:
         progress: show tqdm progress bars.
         stop_after_steps: testing hook: raise :class:`Interrupted` (after checkpointing) once this
             many optimisation steps have run in this process.
+        keep_states: after each of these epochs (counted from 1) keep a copy of the full state,
+            ``RUN_DIR/state-epoch{k}.pt`` (and the best weights so far, ``...-best.pt``), so that
+            adversarial runs of the same seed can start from it (:meth:`fit`'s ``warmup_from``).
+        on_epoch_end: called after each epoch's validation with ``(epoch counted from 1,
+            validation metrics, adversarial terms on)``; returning True stops the run there
+            (status ``stopped``, no test evaluation): the hook a hyper-parameter search prunes by.
     """
 
     def __init__(
@@ -390,11 +419,15 @@ class Trainer:
         progress: bool = True,
         stop_after_steps: int | None = None,
         split: SplitData | None = None,
+        keep_states: Sequence[int] = (),
+        on_epoch_end: Callable[[int, dict[str, float], bool], bool] | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.stop_after_steps = stop_after_steps
+        self.keep_states = set(keep_states)
+        self.on_epoch_end = on_epoch_end
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {config.device!r}: this torch build has no CUDA device")
@@ -462,11 +495,85 @@ class Trainer:
             pid=os.getpid(),
         )
 
+    def _keep_state(self, epochs_done: int) -> None:
+        """Copy ``last.pt`` (and ``best.pt``) to ``state-epoch{k}.pt`` (``...-best.pt``)."""
+        for src, dst in (
+            ("last.pt", f"state-epoch{epochs_done}.pt"),
+            ("best.pt", f"state-epoch{epochs_done}-best.pt"),
+        ):
+            if (self.run_dir / src).exists():
+                atomic_write_bytes(self.run_dir / dst, (self.run_dir / src).read_bytes())
+                self._update_meta({dst: sha256_file(self.run_dir / dst)})
+
+    def _start_from_warmup(
+        self, donor: Path, optimizer: torch.optim.Optimizer, select_adversarial: bool
+    ) -> TrainState:
+        """The state this run would have after its standard warm-up, taken from a run of the
+        same seed that kept it (``keep_states``): the warm-up epochs are standard training,
+        identical across modes (same initialisation, batches and dropout draws), so they are
+        computed once per seed (issue: the paper's experiment, measured).
+
+        Falls back to training the warm-up here (with a warning) when the donor has no state at
+        that epoch (e.g. it stopped early).
+
+        Raises:
+            RunError: the donor trained on other data or with settings that change the warm-up.
+        """
+        cfg, k = self.config, self.config.adv_warmup_epochs
+        path = donor / f"state-epoch{k}.pt"
+        if k == 0 or not path.exists():
+            if k > 0:
+                warnings.warn(
+                    f"{donor} kept no state after epoch {k}; training the warm-up here",
+                    stacklevel=2,
+                )
+            return TrainState()
+        donor_cfg = load_run_config(donor)
+        diff = [
+            key
+            for key in Config.model_fields
+            if key not in WARMUP_INDEPENDENT and getattr(donor_cfg, key) != getattr(cfg, key)
+        ]
+        if diff:
+            raise RunError(
+                f"{donor}: its warm-up is not this run's: settings differ ({', '.join(diff)})"
+            )
+        meta = read_json(donor / "run.json", dict)
+        check_dataset(meta, self.split, donor)
+        ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get(path.name))
+        check_compatible(ckpt, cfg, self.split.n_items, path)
+        self.model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if torch.cuda.is_available() and ckpt.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        ts = ckpt["train_state"]
+        state = TrainState(epoch=k, elapsed_s=ts["elapsed_s"])
+        if not select_adversarial:  # the warm-up epochs compete: take their best as well
+            best = donor / f"state-epoch{k}-best.pt"
+            best_ckpt = load_checkpoint(best, meta.get("checkpoints", {}).get(best.name))
+            self.model.load_state_dict(best_ckpt["model_state"])
+            self._save_best()
+            self.model.load_state_dict(ckpt["model_state"])
+            state.best_score, state.best_epoch = ts["best_score"], ts["best_epoch"]
+            state.bad_epochs = ts["bad_epochs"]
+        log = read_json(donor / "log.json") if (donor / "log.json").exists() else []
+        atomic_write_json(self.run_dir / "log.json", [r for r in log if r["epoch"] <= k])
+        self._update_meta(
+            warmup_from={"run": str(donor), "epochs": k, "git_commit": meta.get("git_commit")}
+        )
+        return state
+
     # ---------------------------------------------------------------- training
-    def fit(self, resume: bool = False) -> dict[str, Any]:
+    def fit(self, resume: bool = False, warmup_from: str | Path | None = None) -> dict[str, Any]:
         """Train to the end (or resume), then evaluate the best model; returns ``metrics.json``.
 
         Holds ``RUN_DIR/.lock`` while it runs, so two processes never train into one folder.
+
+        Args:
+            resume: continue from ``RUN_DIR/last.pt``.
+            warmup_from: a run folder of the same seed and settings that kept its state after
+                this run's warm-up epochs (``keep_states``); training starts from there.
 
         Raises:
             RunError: the folder is locked by a live process, already holds a run (without
@@ -487,20 +594,22 @@ class Trainer:
                 "epoch or on Ctrl-C); start the run again with a fresh --out"
             )
         with run_lock(self.run_dir):
-            return self._fit(resume)
+            return self._fit(resume, Path(warmup_from) if warmup_from else None)
 
-    def _fit(self, resume: bool) -> dict[str, Any]:
+    def _fit(self, resume: bool, warmup_from: Path | None = None) -> dict[str, Any]:
         cfg = self.config
         optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         state = TrainState()
+        select_adversarial = selects_adversarial(cfg)
         if resume:
             state = self._restore(optimizer)
         else:
             self._write_start_files()
+            if warmup_from is not None and cfg.adversarial:
+                state = self._start_from_warmup(warmup_from, optimizer, select_adversarial)
         tset = training_set(self.split, self.model, cfg)
-        select_adversarial = selects_adversarial(cfg)
         if cfg.adversarial:
             buf = io.BytesIO()
             np.savez_compressed(buf, position=tset.weights, item=tset.item_weights)
@@ -640,7 +749,15 @@ class Trainer:
                     )
                 state.epoch, state.step = epoch + 1, 0
                 state.done = should_stop(state.bad_epochs, state.epoch, cfg)
+                stopped = self.on_epoch_end is not None and bool(
+                    self.on_epoch_end(epoch + 1, valid, adv_on)
+                )
                 self._save_last(state, optimizer)
+                if state.epoch in self.keep_states:
+                    self._keep_state(state.epoch)
+                if stopped:
+                    self._update_meta(status="stopped", epochs_run=state.epoch)
+                    return {}
                 if guard.received is not None and not state.done and state.epoch < cfg.epochs:
                     self._update_meta(status="interrupted")
                     raise Interrupted(
@@ -692,10 +809,22 @@ class Trainer:
 
 
 def train(
-    config: Config, run_dir: str | Path, *, progress: bool = True, resume: bool = False, **kwargs
+    config: Config,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    warmup_from: str | Path | None = None,
+    **kwargs,
 ) -> dict[str, Any]:
-    """Train ``config`` into ``run_dir`` (or resume it) and return its ``metrics.json`` content."""
-    return Trainer(config, run_dir, progress=progress, **kwargs).fit(resume=resume)
+    """Train ``config`` into ``run_dir`` (or resume it) and return its ``metrics.json`` content.
+
+    ``warmup_from``: start after the warm-up kept by a standard run of the same seed (see
+    :class:`Trainer`'s ``keep_states``). Other keyword arguments go to :class:`Trainer`.
+    """
+    return Trainer(config, run_dir, progress=progress, **kwargs).fit(
+        resume=resume, warmup_from=warmup_from
+    )
 
 
 def load_model(
