@@ -297,6 +297,19 @@ def robustness(
     click.echo(f"written: {Path(run_dir) / 'robustness.json'}")
 
 
+#: Config keys that ``catrec tune`` searches (or that the mode fixes), so not options of it.
+TUNED = (
+    "eps",
+    "eps_item",
+    "lambda_1",
+    "lambda_2",
+    "adv_warmup_epochs",
+    "scaling",
+    "shared_dropout",
+    "patience",
+)
+
+
 def _config_options_except(*names: str):
     """:func:`config_options` without the options for the Config fields ``names``."""
 
@@ -393,6 +406,77 @@ def compare(
     click.echo((Path(out) / "compare.md").read_text(encoding="utf-8"))
     written = [str(Path(out) / "compare.json"), str(Path(out) / "compare.md"), *result["plots"]]
     click.echo("written: " + ", ".join(written))
+
+
+@cli.command()
+@click.option("--modes", default="adv,cat", show_default=True, help="adversarial modes to tune")
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="completed or pruned trials per mode",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="processes running trials side by side (they share OUT/study.db)",
+)
+@click.option(
+    "--devices",
+    default="",
+    help="comma-separated devices given to the workers in turn, e.g. cuda:0,cuda:1",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="output folder [default: tune/DATASET-MODEL-seedSEED]",
+)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_config_options_except("mode", *TUNED)
+def tune(
+    modes: str,
+    trials: int,
+    workers: int,
+    devices: str,
+    out: str | None,
+    config_file: str | None,
+    quiet: bool,
+    **opts,
+) -> None:
+    """Search adv and cat hyper-parameters on the validation split (Optuna TPE, median pruner).
+
+    \b
+    Searched: eps, eps_item (0.01-1, log), lambda_1, lambda_2 (0.1-3), warm-up (0, 5, 10, 20),
+    scaling (proportional, inverse), shared dropout (on, off), patience (5, 10).
+    A standard run of the same seed trains first and keeps its state after each warm-up length,
+    and every trial starts from there. OUT/study.db holds the study, so an interrupted search
+    resumes; OUT/tune.json lists every trial and each mode's best. The test split is never read.
+    Example: catrec tune --dataset beauty --model sasrec --trials 20
+    """
+    from catrec.tune import tune as run_tune
+
+    base = load_yaml(config_file) if config_file else {}
+    base.update({key: v for key, v in opts.items() if v is not None})
+    for key in ("mode", *TUNED):
+        if key in base:
+            raise click.UsageError(f"the config sets {key!r}, which tune searches or sets")
+    if "dataset" not in base:
+        raise click.UsageError("missing --dataset (a name such as beauty, or a file path)")
+    _absolute_dataset(base)
+    mode_list = _split_list(modes, "--modes")
+    for mode in mode_list:
+        if mode not in ("adv", "cat"):
+            raise click.UsageError(f"--modes: tune searches adv and cat, not {mode!r}")
+    if out is None:
+        name = Path(base["dataset"]).stem.lower()
+        out = str(Path("tune") / f"{name}-{base.get('model', 'sasrec')}-seed{base.get('seed', 0)}")
+    device_list = _split_list(devices, "--devices") if devices else []
+    run_tune(out, base, mode_list, trials, workers=workers, devices=device_list, progress=not quiet)
+    click.echo(f"written: {Path(out) / 'tune.json'}, {Path(out) / 'study.db'}")
 
 
 def main(argv: list[str] | None = None) -> int:

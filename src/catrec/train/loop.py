@@ -62,7 +62,8 @@ from catrec.utils import (
 SELECT_METRIC = "NDCG@10"
 
 #: Config keys that do not change the standard warm-up epochs of an adversarial run: runs that
-#: differ only in these share their warm-up (:meth:`Trainer.fit`'s ``warmup_from``).
+#: differ only in these share their warm-up (:meth:`Trainer.fit`'s ``warmup_from``). The device
+#: is among them: the same training on another device, equal up to floating-point differences.
 WARMUP_INDEPENDENT = frozenset(
     {
         "mode",
@@ -80,6 +81,7 @@ WARMUP_INDEPENDENT = frozenset(
         "select_from",
         "patience",
         "epochs",
+        "device",
     }
 )
 
@@ -409,6 +411,9 @@ class Trainer:
         on_epoch_end: called after each epoch's validation with ``(epoch counted from 1,
             validation metrics, adversarial terms on)``; returning True stops the run there
             (status ``stopped``, no test evaluation): the hook a hyper-parameter search prunes by.
+        evaluate_test: evaluate the best model on the test split at the end (writing
+            ``metrics.json``); False returns only ``{"valid": metrics of the best epoch}`` and
+            never reads the test split (model selection, e.g. tuning).
     """
 
     def __init__(
@@ -421,6 +426,7 @@ class Trainer:
         split: SplitData | None = None,
         keep_states: Sequence[int] = (),
         on_epoch_end: Callable[[int, dict[str, float], bool], bool] | None = None,
+        evaluate_test: bool = True,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -428,6 +434,7 @@ class Trainer:
         self.stop_after_steps = stop_after_steps
         self.keep_states = set(keep_states)
         self.on_epoch_end = on_epoch_end
+        self.evaluate_test = evaluate_test
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {config.device!r}: this torch build has no CUDA device")
@@ -772,6 +779,9 @@ class Trainer:
             best_epoch_adversarial=cfg.adversarial and state.best_epoch >= cfg.adv_warmup_epochs,
             epochs_run=state.epoch,
         )
+        if not self.evaluate_test:
+            log = read_json(self.run_dir / "log.json")
+            return {"valid": next(r["valid"] for r in log if r["epoch"] == state.best_epoch + 1)}
         return evaluate_run(self.run_dir, split=self.split)
 
     def _append_log(self, record: dict[str, Any]) -> None:

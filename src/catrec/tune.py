@@ -1,0 +1,295 @@
+"""Hyper-parameter search on the validation split (Optuna), for ``adv`` and ``cat``.
+
+The search the study issue asks for (CAT.md §3: "until a measured search on the validation split
+replaces them"): Optuna's TPE sampler, a median pruner on validation NDCG@10 per adversarial
+epoch, and a SQLite study file, so an interrupted search resumes where it stopped. Every trial is
+an ordinary ``catrec train`` run (one training loop, :func:`catrec.train.loop.train`) that starts
+from the standard warm-up kept by one standard run of the same seed (``keep_states``) instead of
+retraining those epochs. Nothing here reads the test split: a trial's score is the validation
+NDCG@10 of the model it reports (its best adversarial epoch).
+
+Layout of ``OUT``::
+
+    study.db                      Optuna storage (SQLite): all trials of every mode
+    standard-seed{S}/             the standard run that keeps the warm-up states
+    trials/{mode}-{number:03d}/   one run folder per trial
+    tune.json                     every trial (params, state, value, best epoch) and the best
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from catrec.config import make_config
+from catrec.errors import ConfigError
+from catrec.utils import atomic_write_json, git_commit
+
+#: Warm-up lengths searched; the standard run keeps its state after each (issue 11 §1).
+WARMUPS = (0, 5, 10, 20)
+#: Early-stopping patience searched (adversarial runs improve more slowly and noisily).
+PATIENCES = (5, 10)
+SELECT_METRIC = "NDCG@10"
+
+
+def search_space(trial: Any, mode: str) -> dict[str, Any]:
+    """Config values of one trial (issue 11 §1): eps and eps_item in [0.01, 1] (log), lambda_1
+    and lambda_2 in [0.1, 3], warm-up in {0, 5, 10, 20}, scaling in {proportional, inverse} (cat),
+    shared dropout masks on or off, patience in {5, 10}. ``adv`` is level 1 with no scaling, so
+    it searches eps, lambda_1, warm-up, shared dropout and patience.
+
+    Raises:
+        ConfigError: ``mode`` is not ``adv`` or ``cat``.
+    """
+    if mode not in ("adv", "cat"):
+        raise ConfigError(f"tune searches the adversarial modes adv and cat, not {mode!r}")
+    values: dict[str, Any] = {
+        "eps": trial.suggest_float("eps", 0.01, 1.0, log=True),
+        "lambda_1": trial.suggest_float("lambda_1", 0.1, 3.0),
+        "adv_warmup_epochs": trial.suggest_categorical("adv_warmup_epochs", list(WARMUPS)),
+        "shared_dropout": trial.suggest_categorical("shared_dropout", [True, False]),
+        "patience": trial.suggest_categorical("patience", list(PATIENCES)),
+    }
+    if mode == "cat":
+        values["eps_item"] = trial.suggest_float("eps_item", 0.01, 1.0, log=True)
+        values["lambda_2"] = trial.suggest_float("lambda_2", 0.1, 3.0)
+        values["scaling"] = trial.suggest_categorical("scaling", ["proportional", "inverse"])
+    return values
+
+
+def standard_patience(log: Sequence[dict[str, Any]], patience: int) -> tuple[int, float]:
+    """(best epoch, best validation NDCG@10) a standard run would report with ``patience``.
+
+    Derived from a longer run's ``log.json``: until it stops, a run with a shorter patience
+    trains exactly the same epochs, so its choice can be read off the log instead of retrained.
+    """
+    best, best_epoch, bad = -1.0, 0, 0
+    for record in log:
+        score = record["valid"][SELECT_METRIC]
+        if score > best:
+            best, best_epoch, bad = score, record["epoch"], 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    return best_epoch, best
+
+
+def _storage(out: Path) -> Any:
+    import optuna
+
+    # A generous lock timeout: several worker processes may share one SQLite file.
+    return optuna.storages.RDBStorage(
+        f"sqlite:///{out.resolve() / 'study.db'}",
+        engine_kwargs={"connect_args": {"timeout": 120}},
+    )
+
+
+def _study(out: Path, name: str, seed: int) -> Any:
+    import optuna
+
+    return optuna.create_study(
+        study_name=name,
+        storage=_storage(out),
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
+    )
+
+
+def study_name(base: dict[str, Any], mode: str) -> str:
+    """``{dataset stem}-{model}-{mode}-seed{seed}``: one study per mode in ``study.db``."""
+    cfg = make_config(base | {"mode": mode})
+    return f"{Path(cfg.dataset).stem.lower()}-{cfg.model}-{mode}-seed{cfg.seed}"
+
+
+def donor_dir(out: Path, seed: int) -> Path:
+    return out / f"standard-seed{seed}"
+
+
+def prepare_donor(out: Path, base: dict[str, Any], *, progress: bool = True) -> Path:
+    """Train (or reuse, or resume) the standard run whose kept states start every trial.
+
+    It runs with the largest patience searched, so that it also gives the standard baseline's
+    patience choice (:func:`standard_patience`).
+    """
+    from catrec.run import read_json
+    from catrec.train.loop import Trainer
+
+    cfg = make_config(base | {"mode": "standard", "patience": max(PATIENCES)})
+    run = donor_dir(out, cfg.seed)
+    meta = read_json(run / "run.json", dict) if (run / "run.json").exists() else {}
+    if meta.get("status") == "finished":
+        return run
+    trainer = Trainer(
+        cfg, run, progress=progress, keep_states=[w for w in WARMUPS if w > 0], evaluate_test=False
+    )
+    trainer.fit(resume=(run / "last.pt").exists())
+    return run
+
+
+def run_trials(
+    out: str | Path,
+    base: dict[str, Any],
+    mode: str,
+    n_trials: int,
+    *,
+    sampler_seed: int = 0,
+    progress: bool = False,
+    donor: str | Path | None = None,
+) -> None:
+    """Run trials of ``mode``'s study until it holds ``n_trials`` completed or pruned ones.
+
+    Several processes may call this on the same ``out`` at once (each takes the next trial from
+    the shared SQLite study). Trials start from the warm-up states kept by ``donor`` (default: the
+    standard run of :func:`prepare_donor`, which must exist first).
+    """
+    import optuna
+
+    from catrec.train.loop import Trainer
+
+    out = Path(out)
+    donor = Path(donor) if donor else donor_dir(out, make_config(base | {"mode": mode}).seed)
+    study = _study(out, study_name(base, mode), sampler_seed)
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+    def objective(trial: optuna.Trial) -> float:
+        values = base | {"mode": mode} | search_space(trial, mode)
+        cfg = make_config(values, source=f"trial {trial.number}")
+        run = out / "trials" / f"{mode}-{trial.number:03d}"
+        trial.set_user_attr("run_dir", str(run.relative_to(out)))
+
+        def report(epoch: int, valid: dict[str, float], adv_on: bool) -> bool:
+            if not adv_on:
+                return False
+            trial.report(valid[SELECT_METRIC], epoch)
+            return trial.should_prune()
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = Trainer(cfg, run, progress=progress, on_epoch_end=report, evaluate_test=False)
+            metrics = trainer.fit(warmup_from=donor)
+        if not metrics:
+            raise optuna.TrialPruned()
+        from catrec.run import read_json
+
+        meta = read_json(run / "run.json", dict)
+        trial.set_user_attr("best_epoch", meta.get("best_epoch"))
+        trial.set_user_attr("epochs_run", meta.get("epochs_run"))
+        return float(metrics["valid"][SELECT_METRIC])
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    while True:
+        done = len(study.get_trials(deepcopy=False, states=counted))
+        if done >= n_trials:
+            return
+        study.optimize(objective, n_trials=1, catch=())
+
+
+def summarise(out: str | Path, base: dict[str, Any], modes: Sequence[str]) -> dict[str, Any]:
+    """Write ``OUT/tune.json``: every trial, each mode's best trial, and the standard baseline's
+    patience choice; returns it."""
+    import optuna
+
+    from catrec.run import read_json
+
+    out = Path(out)
+    cfg = make_config(base | {"mode": "standard"})
+    result: dict[str, Any] = {
+        "base": base,
+        "metric": f"valid {SELECT_METRIC} (best adversarial epoch)",
+        "git_commit": git_commit(),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "modes": {},
+    }
+    donor = donor_dir(out, cfg.seed)
+    if (donor / "log.json").exists():
+        log = read_json(donor / "log.json")
+        choices = {p: standard_patience(log, p) for p in PATIENCES}
+        best_p = max(PATIENCES, key=lambda p: (choices[p][1], -p))
+        result["standard"] = {
+            "run_dir": str(donor.relative_to(out)),
+            "patience": {str(p): {"best_epoch": e, "valid": v} for p, (e, v) in choices.items()},
+            "chosen_patience": best_p,
+        }
+    for mode in modes:
+        try:
+            study = optuna.load_study(study_name=study_name(base, mode), storage=_storage(out))
+        except KeyError:
+            continue
+        trials = [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": t.params,
+                "best_epoch": t.user_attrs.get("best_epoch"),
+                "epochs_run": t.user_attrs.get("epochs_run"),
+                "last_epoch_reported": max(t.intermediate_values, default=None),
+                "run_dir": t.user_attrs.get("run_dir"),
+                "duration_s": t.duration.total_seconds() if t.duration else None,
+            }
+            for t in study.get_trials(deepcopy=False)
+        ]
+        complete = [t for t in trials if t["state"] == "COMPLETE"]
+        entry: dict[str, Any] = {
+            "n_complete": len(complete),
+            "n_pruned": sum(t["state"] == "PRUNED" for t in trials),
+            "trials": trials,
+        }
+        if complete:
+            best = max(complete, key=lambda t: t["value"])
+            entry["best"] = {"number": best["number"], "value": best["value"], **best["params"]}
+        result["modes"][mode] = entry
+    atomic_write_json(out / "tune.json", result)
+    return result
+
+
+def tune(
+    out: str | Path,
+    base: dict[str, Any],
+    modes: Sequence[str] = ("adv", "cat"),
+    n_trials: int = 20,
+    *,
+    workers: int = 1,
+    devices: Sequence[str] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The whole search: the standard run first, then ``n_trials`` trials per mode, run by
+    ``workers`` processes in all, shared out among the modes in turn (each on
+    ``devices[i % len(devices)]`` when given); resumable.
+
+    Returns the content of ``OUT/tune.json``.
+    """
+    import multiprocessing as mp
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prepare_donor(out, base, progress=progress)
+    if workers <= 1:
+        for mode in modes:
+            run_trials(out, base, mode, n_trials, progress=progress)
+    else:
+        ctx = mp.get_context("spawn")  # CUDA cannot be forked
+        procs = []
+        for j in range(workers):
+            mode = modes[j % len(modes)]
+            values = dict(base)
+            if devices:
+                values["device"] = devices[j % len(devices)]
+            p = ctx.Process(target=run_trials, args=(out, values, mode, n_trials), daemon=False)
+            p.start()
+            procs.append(p)
+        for p in procs:
+            p.join()
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            raise RuntimeError(f"{len(failed)} tuning worker(s) failed (exit codes {failed})")
+    result = summarise(out, base, modes)
+    print(json.dumps({m: r.get("best") for m, r in result["modes"].items()}, indent=2))
+    return result

@@ -1,0 +1,54 @@
+"""catrec tune: the validation search (issue 11 §1) on a tiny slice of real data."""
+
+import json
+
+from catrec.tune import search_space, standard_patience, tune
+
+TINY = {"hidden_size": 16, "max_len": 10, "epochs": 2, "batch_size": 64, "dropout": 0.2, "lr": 1e-2}
+
+
+def test_standard_patience_is_read_off_the_log():
+    scores = [0.1, 0.2, 0.15, 0.16, 0.17, 0.25, 0.2]
+    log = [{"epoch": i + 1, "valid": {"NDCG@10": s}} for i, s in enumerate(scores)]
+    # patience 3 stops after epochs 3, 4, 5 bring no gain: best epoch 2
+    assert standard_patience(log, 3) == (2, 0.2)
+    assert standard_patience(log, 5) == (6, 0.25)
+
+
+def test_search_space_matches_the_issue():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        t = study.ask()
+        v = search_space(t, "cat")
+        assert 0.01 <= v["eps"] <= 1 and 0.01 <= v["eps_item"] <= 1
+        assert 0.1 <= v["lambda_1"] <= 3 and 0.1 <= v["lambda_2"] <= 3
+        assert v["adv_warmup_epochs"] in (0, 5, 10, 20) and v["patience"] in (5, 10)
+        assert v["scaling"] in ("proportional", "inverse") and v["shared_dropout"] in (True, False)
+        study.tell(t, 0.0)
+    adv = search_space(study.ask(), "adv")
+    assert set(adv) == {"eps", "lambda_1", "adv_warmup_epochs", "shared_dropout", "patience"}
+
+
+def test_tune_runs_resumes_and_never_reads_test(beauty_tiny, tmp_path, monkeypatch):
+    def no_test(*a, **k):
+        raise AssertionError("tune evaluated a run on the test split")
+
+    monkeypatch.setattr("catrec.train.loop.evaluate_run", no_test)
+    base = {"dataset": str(beauty_tiny), "model": "sasrec", **TINY}
+    out = tmp_path / "tune"
+    result = tune(out, base, ["adv"], n_trials=2, progress=False)
+    adv = result["modes"]["adv"]
+    assert adv["n_complete"] + adv["n_pruned"] == 2
+    assert (out / "study.db").exists() and (out / "standard-seed0" / "log.json").exists()
+    assert result["standard"]["chosen_patience"] in (5, 10)
+    for t in adv["trials"]:
+        run = json.loads((out / t["run_dir"] / "run.json").read_text())
+        assert run["status"] in ("finished", "stopped")
+        assert not (out / t["run_dir"] / "metrics.json").exists()
+    again = tune(out, base, ["adv"], n_trials=3, progress=False)
+    assert len(again["modes"]["adv"]["trials"]) == 3  # resumed: one more trial, not three
+    complete = [t for t in again["modes"]["adv"]["trials"] if t["state"] == "COMPLETE"]
+    if complete:
+        assert again["modes"]["adv"]["best"]["value"] == max(t["value"] for t in complete)
