@@ -83,6 +83,7 @@ def _storage(out: Path) -> Any:
     import optuna
 
     # A generous lock timeout: several worker processes may share one SQLite file.
+    out.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(
         f"sqlite:///{out.resolve() / 'study.db'}",
         engine_kwargs={"connect_args": {"timeout": 120}},
@@ -191,9 +192,11 @@ def run_trials(
         study.optimize(objective, n_trials=1, catch=())
 
 
-def summarise(out: str | Path, base: dict[str, Any], modes: Sequence[str]) -> dict[str, Any]:
+def summarise(
+    out: str | Path, base: dict[str, Any], modes: Sequence[str], donor: str | Path | None = None
+) -> dict[str, Any]:
     """Write ``OUT/tune.json``: every trial, each mode's best trial, and the standard baseline's
-    patience choice; returns it."""
+    patience choice (read off ``donor``'s log, default the tune's own standard run); returns it."""
     import optuna
 
     from catrec.run import read_json
@@ -207,13 +210,13 @@ def summarise(out: str | Path, base: dict[str, Any], modes: Sequence[str]) -> di
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "modes": {},
     }
-    donor = donor_dir(out, cfg.seed)
+    donor = Path(donor) if donor else donor_dir(out, cfg.seed)
     if (donor / "log.json").exists():
         log = read_json(donor / "log.json")
         choices = {p: standard_patience(log, p) for p in PATIENCES}
         best_p = max(PATIENCES, key=lambda p: (choices[p][1], -p))
         result["standard"] = {
-            "run_dir": str(donor.relative_to(out)),
+            "run_dir": str(donor),
             "patience": {str(p): {"best_epoch": e, "valid": v} for p, (e, v) in choices.items()},
             "chosen_patience": best_p,
         }
@@ -282,7 +285,10 @@ def tune(
             values = dict(base)
             if devices:
                 values["device"] = devices[j % len(devices)]
-            p = ctx.Process(target=run_trials, args=(out, values, mode, n_trials), daemon=False)
+            # each worker its own sampler seed: equal seeds would draw the same random trials
+            p = ctx.Process(
+                target=run_trials, args=(out, values, mode, n_trials), kwargs={"sampler_seed": j}
+            )
             p.start()
             procs.append(p)
         for p in procs:

@@ -1,0 +1,471 @@
+"""The study of issue 11 (and the fidelity measurement of issue 8) as one resumable job graph.
+
+Runs every training, tuning and robustness job of the study side by side, one subprocess per job
+(``--workers`` at a time, one torch thread each), in priority order and as dependencies allow:
+
+1. ``fidelity``: Beauty / SASRec / seed 0 with CAT.md's defaults: ``cat``, ``adv`` and ``cat
+   --no-shared-dropout`` on this code, and ``cat`` and ``adv`` on the code before the fidelity
+   fixes (``--legacy-src``, a copy of that commit's ``src``), to separate what each fix moved.
+2. ``main`` standard runs: every dataset x (SASRec seeds, GRU4Rec seed 0), patience 10, keeping
+   their state after 5, 10 and 20 epochs so that adversarial runs of the same seed start there.
+3. ``tune``: ``catrec tune``'s trials for ``adv`` and ``cat`` on Beauty / SASRec / seed 0
+   (validation only), starting from the Beauty standard run's kept warm-up.
+4. ``main`` adversarial runs with the tuned values (the best validation trial of each mode), and
+   ``confirm`` runs with CAT.md's defaults on Sports (the winner checked against them there).
+5. ``robustness``: first and last position, random and adversarial replacement, one shared plan
+   per dataset.
+
+Finished jobs are skipped when the script runs again (every run resumes), so the study can be
+spread over several sittings and machines. With ``--budget-s`` the script stops starting jobs
+near the deadline, interrupts the running ones (they checkpoint) and exits; ``--tar`` keeps a
+compressed copy of the results (no checkpoints) up to date while it runs.
+
+    python benchmarks/study.py --data-dir ../shared/data --out study --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "toys": "Toys_and_Games"}
+WARMUP_STATES = [5, 10, 20]
+STANDARD_PATIENCE = 10
+SETTINGS = {"positions": ["first", "last"], "replacements": ["random", "adversarial"], "k": 1}
+
+
+@dataclass
+class Job:
+    name: str
+    kind: str  # train | tune | robustness | legacy
+    spec: dict[str, Any]
+    priority: int
+    deps: list[str] = field(default_factory=list)
+    legacy: bool = False
+
+
+# ------------------------------------------------------------------ job bodies (in subprocesses)
+def _finished(run_dir: Path) -> bool:
+    meta = run_dir / "run.json"
+    return meta.exists() and json.loads(meta.read_text()).get("status") in ("finished", "stopped")
+
+
+def job_train(spec: dict[str, Any]) -> None:
+    from catrec.config import make_config
+    from catrec.train.loop import Trainer
+
+    run = Path(spec["run_dir"])
+    if _finished(run):
+        return
+    cfg = make_config(spec["config"])
+    trainer = Trainer(cfg, run, progress=False, keep_states=spec.get("keep_states", []))
+    resume = (run / "last.pt").exists()
+    warmup = spec.get("warmup_from")
+    if not resume and run.exists():  # a start that died before its first checkpoint
+        for f in run.iterdir():
+            f.unlink()
+    trainer.fit(resume=resume, warmup_from=warmup if warmup and not resume else None)
+
+
+def job_tune(spec: dict[str, Any]) -> None:
+    from catrec.tune import run_trials
+
+    run_trials(
+        spec["out"],
+        spec["base"],
+        spec["mode"],
+        spec["n_trials"],
+        sampler_seed=spec.get("sampler_seed", 0),
+        donor=spec["donor"],
+    )
+
+
+def job_robustness(spec: dict[str, Any]) -> None:
+    from catrec.robustness import run_robustness, settings_grid
+
+    settings = settings_grid(SETTINGS["positions"], SETTINGS["replacements"], SETTINGS["k"])
+    run_robustness(spec["run_dir"], settings, plan_path=spec["plan"], reuse=True, progress=False)
+
+
+def job_legacy(spec: dict[str, Any]) -> None:
+    run = Path(spec["run_dir"])
+    if _finished(run):
+        return
+    cmd = [sys.executable, "-m", "catrec.cli", "train", "--quiet"]
+    if (run / "last.pt").exists():
+        cmd += ["--resume", str(run)]
+    else:
+        cmd += ["--out", str(run)]
+        for k, v in spec["config"].items():
+            cmd += [f"--{k.replace('_', '-')}", str(v)]
+    subprocess.run(cmd, check=True)
+
+
+# ------------------------------------------------------------------ the job graph
+def plan_jobs(
+    args: argparse.Namespace, out: Path, tuned: dict[str, dict[str, Any]] | None
+) -> list[Job]:
+    dev = {"device": args.device, **json.loads(args.override)}
+    jobs: list[Job] = []
+    datasets = args.datasets.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    def runs_of(ds: str) -> list[tuple[str, int]]:
+        return [("sasrec", s) for s in seeds] + [("gru4rec", 0)]
+
+    # 1. fidelity (issue 8): CAT.md defaults, Beauty / SASRec / seed 0
+    fid = {"dataset": "beauty", "model": "sasrec", "seed": 0, **dev}
+    if "fidelity" in args.stages:
+        for name, extra in [
+            ("cat", {"mode": "cat"}),
+            ("adv", {"mode": "adv"}),
+            ("cat-fresh-dropout", {"mode": "cat", "shared_dropout": False}),
+        ]:
+            jobs.append(
+                Job(
+                    f"fidelity/{name}",
+                    "train",
+                    {"run_dir": str(out / "fidelity" / f"{name}-seed0"), "config": fid | extra},
+                    0,
+                )
+            )
+        if args.legacy_src:
+            for mode in ("cat", "adv"):
+                jobs.append(
+                    Job(
+                        f"fidelity/legacy-{mode}",
+                        "legacy",
+                        {
+                            "run_dir": str(out / "fidelity" / f"legacy-{mode}-seed0"),
+                            "config": fid | {"mode": mode},
+                        },
+                        0,
+                        legacy=True,
+                    )
+                )
+    # 2. standard runs (also the warm-up donors)
+    if "main" in args.stages:
+        for ds in datasets:
+            for model, seed in runs_of(ds):
+                prio = (
+                    0 if (ds, model, seed) == ("beauty", "sasrec", 0) else (2 if seed == 0 else 5)
+                )
+                jobs.append(
+                    Job(
+                        f"main/{ds}-{model}/standard-seed{seed}",
+                        "train",
+                        {
+                            "run_dir": str(out / "main" / f"{ds}-{model}" / f"standard-seed{seed}"),
+                            "config": {
+                                "dataset": ds,
+                                "model": model,
+                                "seed": seed,
+                                "mode": "standard",
+                                "epochs": args.max_epochs,
+                                "patience": STANDARD_PATIENCE,
+                                **dev,
+                            },
+                            "keep_states": WARMUP_STATES,
+                        },
+                        prio,
+                        # later seeds wait for the donor, so that tuning gets the free workers
+                        deps=[] if seed == 0 else ["main/beauty-sasrec/standard-seed0"],
+                    )
+                )
+    # 3. tuning (validation only), from the Beauty standard run's kept warm-up
+    donor = "main/beauty-sasrec/standard-seed0"
+    if "tune" in args.stages:
+        base = {"dataset": "beauty", "model": "sasrec", "seed": 0, "epochs": args.max_epochs, **dev}
+        for i in range(args.tune_workers):
+            mode = ("cat", "adv")[i % 2]
+            jobs.append(
+                Job(
+                    f"tune/{mode}-worker{i}",
+                    "tune",
+                    {
+                        "out": str(out / "tune" / "beauty-sasrec-seed0"),
+                        "base": base,
+                        "mode": mode,
+                        "n_trials": args.trials,
+                        "donor": str(out / donor),
+                        "sampler_seed": i,
+                    },
+                    1,
+                    deps=[donor],
+                )
+            )
+    # 4. adversarial runs with the tuned values; Sports confirmation with CAT.md's defaults
+    if "main" in args.stages and tuned:
+        tune_jobs = [j.name for j in jobs if j.kind == "tune"]
+        for ds in datasets:
+            for model, seed in runs_of(ds):
+                std = f"main/{ds}-{model}/standard-seed{seed}"
+                for mode in ("cat", "adv"):
+                    values = tuned.get(mode)
+                    if values is None:
+                        continue
+                    jobs.append(
+                        Job(
+                            f"main/{ds}-{model}/{mode}-seed{seed}",
+                            "train",
+                            {
+                                "run_dir": str(
+                                    out / "main" / f"{ds}-{model}" / f"{mode}-seed{seed}"
+                                ),
+                                "config": {
+                                    "dataset": ds,
+                                    "model": model,
+                                    "seed": seed,
+                                    "mode": mode,
+                                    "epochs": args.max_epochs,
+                                    **values,
+                                    **dev,
+                                },
+                                "warmup_from": str(out / std),
+                            },
+                            3 if seed == 0 else 6,
+                            deps=[std, *tune_jobs],
+                        )
+                    )
+        if "sports" in datasets:
+            std = "main/sports-sasrec/standard-seed0"
+            for mode in ("cat", "adv"):
+                jobs.append(
+                    Job(
+                        f"confirm/sports-sasrec/{mode}-default-seed0",
+                        "train",
+                        {
+                            "run_dir": str(
+                                out / "confirm" / "sports-sasrec" / f"{mode}-default-seed0"
+                            ),
+                            "config": {
+                                "dataset": "sports",
+                                "model": "sasrec",
+                                "seed": 0,
+                                "mode": mode,
+                                "epochs": args.max_epochs,
+                                **dev,
+                            },
+                            "warmup_from": str(out / std),
+                        },
+                        4,
+                        deps=[std],
+                    )
+                )
+    # 5. robustness of every finished main / fidelity run
+    if "robustness" in args.stages:
+        for j in list(jobs):
+            if j.kind in ("train", "legacy") and not j.name.startswith("confirm/"):
+                ds = j.spec["config"]["dataset"]
+                jobs.append(
+                    Job(
+                        f"robustness/{j.name}",
+                        "robustness",
+                        {"run_dir": j.spec["run_dir"], "plan": str(out / "plans" / f"{ds}.npz")},
+                        j.priority + 1,
+                        deps=[j.name],
+                    )
+                )
+    return jobs
+
+
+def tuned_values(out: Path) -> dict[str, dict[str, Any]]:
+    """Each mode's best trial (validation NDCG@10), as config values, from ``tune.json``."""
+    path = out / "tune" / "beauty-sasrec-seed0" / "tune.json"
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text())
+    values = {}
+    for mode, entry in doc["modes"].items():
+        if "best" in entry:
+            values[mode] = {k: v for k, v in entry["best"].items() if k not in ("number", "value")}
+    return values
+
+
+def draw_plans(out: Path, datasets: list[str], max_len: int = 50) -> None:
+    from catrec.config import make_config
+    from catrec.robustness import load_or_draw_plan, settings_grid
+    from catrec.train.loop import load_split
+
+    settings = settings_grid(SETTINGS["positions"], SETTINGS["replacements"], SETTINGS["k"])
+    for ds in datasets:
+        path = out / "plans" / f"{ds}.npz"
+        if not path.exists():
+            split = load_split(make_config({"dataset": ds, "max_len": max_len}))
+            load_or_draw_plan(path, split, 0, settings)
+
+
+# ------------------------------------------------------------------ scheduler
+def tar_results(out: Path, dest: Path) -> None:
+    """``dest``: the results without checkpoints or caches, written atomically."""
+    tmp = dest.with_suffix(".tmp")
+    skip = (".pt", ".lock", ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(out.rglob("*")):
+            if path.is_file() and not path.name.endswith(skip) and path.name != "cascade.npz":
+                if path.name.startswith("adversarial-seed"):
+                    continue
+                tar.add(path, arcname=str(path.relative_to(out.parent)))
+    os.replace(tmp, dest)
+
+
+def run_all(args: argparse.Namespace) -> int:
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    deadline = t0 + args.budget_s if args.budget_s else None
+    os.environ["CATREC_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    events = open(out / "events.log", "a", buffering=1)
+
+    def log(msg: str) -> None:
+        line = f"[{time.time() - t0:7.1f}s] {msg}"
+        print(line, flush=True)
+        events.write(line + "\n")
+
+    if "robustness" in args.stages:
+        draw_plans(out, args.datasets.split(","), json.loads(args.override).get("max_len", 50))
+    done: set[str] = set()
+    failed: set[str] = set()
+    running: dict[str, tuple[subprocess.Popen, Job, float]] = {}
+    stop_tar = threading.Event()
+    if args.tar:
+
+        def tar_loop() -> None:
+            while not stop_tar.wait(args.tar_every_s):
+                try:
+                    tar_results(out, Path(args.tar))
+                except Exception as exc:  # noqa: BLE001 - a snapshot must never stop the study
+                    log(f"tar failed: {exc}")
+
+        threading.Thread(target=tar_loop, daemon=True).start()
+
+    def env_for(job: Job) -> dict[str, str]:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        src = args.legacy_src if job.legacy else str(ROOT / "src")
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        return env
+
+    def start(job: Job) -> None:
+        logf = out / "logs" / (job.name.replace("/", "__") + ".log")
+        logf.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "job", job.kind, json.dumps(job.spec)]
+        proc = subprocess.Popen(
+            cmd, stdout=open(logf, "a"), stderr=subprocess.STDOUT, env=env_for(job), cwd=str(ROOT)
+        )
+        running[job.name] = (proc, job, time.time())
+        log(f"start {job.name}")
+
+    summarised = False
+    while True:
+        for name, (proc, _, started) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[name]
+            (done if code == 0 else failed).add(name)
+            status = "done" if code == 0 else f"FAILED ({code})"
+            log(f"{status} {name} in {time.time() - started:.0f}s")
+        tuned = tuned_values(out)
+        jobs = plan_jobs(args, out, tuned)
+        by_name = {j.name: j for j in jobs}
+        tune_names = [j.name for j in jobs if j.kind == "tune"]
+        if tune_names and not summarised and all(n in done | failed for n in tune_names):
+            from catrec.tune import summarise
+
+            base = by_name[tune_names[0]].spec["base"]
+            summarised = True
+            try:
+                summarise(
+                    out / "tune" / "beauty-sasrec-seed0",
+                    base,
+                    ["adv", "cat"],
+                    donor=out / "main" / "beauty-sasrec" / "standard-seed0",
+                )
+            except Exception as exc:  # noqa: BLE001 - the other stages go on without tuning
+                log(f"tuning could not be summarised: {exc!r}")
+            log(f"tuned: {json.dumps(tuned_values(out))}")
+            continue
+        near_end = deadline is not None and time.time() > deadline - args.stop_starting_s
+        pending = [j for j in jobs if j.name not in done | failed | set(running)]
+        ready = sorted(
+            (j for j in pending if all(d in done for d in j.deps)), key=lambda j: j.priority
+        )
+        while ready and len(running) < args.workers and not near_end:
+            start(ready.pop(0))
+        blocked = [j for j in pending if any(d in failed for d in j.deps)]
+        for j in blocked:
+            failed.add(j.name)
+            log(f"skipped {j.name}: a dependency failed")
+        if not running and (not ready or near_end):
+            break
+        if deadline is not None and time.time() > deadline:
+            log("budget spent: interrupting running jobs (they checkpoint)")
+            for proc, _, _ in running.values():
+                proc.send_signal(signal.SIGINT)
+            for proc, _, _ in running.values():
+                try:
+                    proc.wait(timeout=args.grace_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            break
+        time.sleep(1.0)
+    stop_tar.set()
+    log(
+        f"finished: {len(done)} done, {len(failed)} failed, "
+        f"{len([j for j in plan_jobs(args, out, tuned_values(out)) if j.name not in done])} "
+        f"not done"
+    )
+    events.close()
+    if args.tar:
+        tar_results(out, Path(args.tar))
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "job":
+        import torch
+
+        torch.set_num_threads(1)
+        kind, spec = sys.argv[2], json.loads(sys.argv[3])
+        {"train": job_train, "tune": job_tune, "robustness": job_robustness, "legacy": job_legacy}[
+            kind
+        ](spec)
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", required=True, help="folder with Beauty.txt, ...")
+    ap.add_argument("--out", default="study", help="results folder")
+    ap.add_argument("--workers", type=int, default=2, help="jobs at a time")
+    ap.add_argument("--device", default="cpu", help="torch device of every run (cpu, cuda)")
+    ap.add_argument("--stages", default="fidelity,main,tune,robustness")
+    ap.add_argument("--datasets", default="beauty,sports,toys")
+    ap.add_argument("--seeds", default="0,1,2", help="SASRec seeds (GRU4Rec: seed 0)")
+    ap.add_argument("--trials", type=int, default=20, help="tuning trials per mode")
+    ap.add_argument("--tune-workers", type=int, default=2, help="tuning processes (both modes)")
+    ap.add_argument("--max-epochs", type=int, default=200)
+    ap.add_argument("--legacy-src", default="", help="src folder of the pre-fix code (fidelity)")
+    ap.add_argument("--budget-s", type=float, default=0.0, help="wall-clock budget (0: none)")
+    ap.add_argument("--stop-starting-s", type=float, default=60.0)
+    ap.add_argument("--grace-s", type=float, default=20.0)
+    ap.add_argument("--tar", default="", help="keep a .tar.gz of the results here")
+    ap.add_argument("--tar-every-s", type=float, default=60.0)
+    ap.add_argument(
+        "--override",
+        default="{}",
+        help="JSON config values for every run, e.g. '{\"hidden_size\": 16}' for a smoke test",
+    )
+    return run_all(ap.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
