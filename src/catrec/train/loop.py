@@ -38,6 +38,7 @@ from catrec.models.base import SequentialRecommender
 from catrec.run import (
     check_compatible,
     checkpoint_header,
+    dataset_file,
     load_checkpoint,
     load_run_config,
     read_json,
@@ -260,9 +261,11 @@ def should_stop(bad_epochs: int, epochs_done: int, config: Config) -> bool:
     return True
 
 
-def load_split(config: Config) -> SplitData:
-    """Resolve, read and split the run's dataset."""
-    return leave_one_out(read_dataset(resolve_dataset(config.dataset)), config.max_len)
+def load_split(config: Config, run_dir: str | Path | None = None) -> SplitData:
+    """Resolve, read and split the run's dataset; for an existing run folder, the file recorded
+    in its ``run.json`` (see :func:`catrec.run.dataset_file`)."""
+    path = dataset_file(Path(run_dir), config) if run_dir else resolve_dataset(config.dataset)
+    return leave_one_out(read_dataset(path), config.max_len)
 
 
 class _SignalGuard:
@@ -370,6 +373,7 @@ class Trainer:
             seed=self.config.seed,
             dataset=self.config.dataset,
             dataset_source=self.split.data.name,
+            **self._dataset_file_fields(),
             dataset_sha256=dataset_sha256(self.split),
             n_users=self.split.n_users,
             n_items=self.split.n_items,
@@ -378,6 +382,16 @@ class Trainer:
             host_threads=torch.get_num_threads(),
             pid=os.getpid(),
         )
+
+    def _dataset_file_fields(self) -> dict[str, str]:
+        """The dataset file's absolute path and sha256, so the run finds it from any shell."""
+        source = Path(self.split.data.name)
+        if not source.is_file():  # a split built in memory
+            return {}
+        return {
+            "dataset_path": str(source.resolve()),
+            "dataset_file_sha256": sha256_file(source),
+        }
 
     # ---------------------------------------------------------------- training
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -597,6 +611,8 @@ def train(
     config: Config, run_dir: str | Path, *, progress: bool = True, resume: bool = False, **kwargs
 ) -> dict[str, Any]:
     """Train ``config`` into ``run_dir`` (or resume it) and return its ``metrics.json`` content."""
+    if resume and kwargs.get("split") is None:
+        kwargs["split"] = load_split(config, run_dir)  # the data file recorded in run.json
     return Trainer(config, run_dir, progress=progress, **kwargs).fit(resume=resume)
 
 
@@ -610,7 +626,7 @@ def load_model(
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    split = split if split is not None else load_split(config)
+    split = split if split is not None else load_split(config, run_dir)
     meta = read_json(run_dir / "run.json", dict) if (run_dir / "run.json").exists() else {}
     check_dataset(meta, split, run_dir)
     path = run_dir / "best.pt"
