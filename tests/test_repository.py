@@ -37,3 +37,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert command == "python -m pytest -q" and ci[-1] == command
     assert "real-data tests read ../shared/data" not in readme
     assert "tests/fixtures" in readme
+
+
+def test_readme_run_folder_table_says_when_files_appear():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = {
+        m.group(1): m.group(2) for m in re.finditer(r"^\| `([\w.]+)` \| (.*) \|$", readme, re.M)
+    }
+    assert "when the run ends" in rows["metrics.json"] and "catrec evaluate" in rows["metrics.json"]
+    assert "time_partial" in rows["log.json"]
+    assert "`in_epoch` 1-based" in rows["run.json"] and "dataset_path" in rows["run.json"]

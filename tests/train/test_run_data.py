@@ -24,7 +24,7 @@ def named_run(beauty_tiny, tmp_path, monkeypatch):
     data.write_bytes(beauty_tiny.read_bytes())
     monkeypatch.setenv("CATREC_DATA_DIR", str(folder))
     run_dir = tmp_path / "run"
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted, match="at epoch 1, step 3;"):
         train(
             make_config({"dataset": "beauty", **TINY}), run_dir, progress=False, stop_after_steps=3
         )
@@ -45,7 +45,13 @@ def test_run_json_records_the_dataset_file(named_run):
 def test_resume_evaluate_and_robustness_use_the_recorded_file(named_run, capsys):
     run_dir, _ = named_run
     assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "finished"
+    # counted like the message "interrupted at epoch 1, step 3": 1-based epoch, steps done
+    assert [(r["in_epoch"], r["after_step"]) for r in meta["resumed"]] == [(1, 3)]
+    log = json.loads((run_dir / "log.json").read_text())
+    assert log[0]["time_partial"] is True and log[0]["resumed_after_step"] == 3
+    assert "time_partial" not in log[1] and "resumed_after_step" not in log[1]
     assert main(["evaluate", str(run_dir)]) == 0
     args = ["robustness", str(run_dir), "--positions", "last", "--bootstrap", "10", "--quiet"]
     assert main(args) == 0
