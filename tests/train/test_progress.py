@@ -34,6 +34,7 @@ def test_eta_is_epochs_left_times_the_recent_whole_epoch_time():
     # an epoch timed only after a resume does not count
     log.append({"epoch": 5, "epoch_time_s": 1.0, "time_partial": True})
     assert eta(log, cfg) == "ETA 1m40s for 5 epochs left"
+    assert eta([{"epoch": 9, "epoch_time_s": 5.0}], cfg) == "ETA 5s for 1 epoch left"
     assert eta([{"epoch": 10, "epoch_time_s": 5.0}], cfg) == ""  # nothing left
     warm = _cfg(mode="cat", epochs=10, adv_warmup_epochs=5)
     assert eta(log[:2], warm).endswith("(+ slower adversarial epochs)")

@@ -58,7 +58,8 @@ def eta(log: list[dict[str, Any]], config: Config) -> str:
     times = [r["epoch_time_s"] for r in log if not r.get("time_partial")][-RECENT_EPOCHS:]
     if left <= 0 or not times:
         return ""
-    text = f"ETA {format_duration(left * sum(times) / len(times))} for {left} epochs left"
+    epochs = "epoch" if left == 1 else "epochs"
+    text = f"ETA {format_duration(left * sum(times) / len(times))} for {left} {epochs} left"
     if config.adversarial and done < config.adv_warmup_epochs < config.epochs:
         text += " (+ slower adversarial epochs)"
     return text
