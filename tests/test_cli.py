@@ -104,10 +104,12 @@ def test_bad_usage_and_input(tiny_file, tmp_path, capsys):
     assert main(["data", "stats", "no-such-dataset"]) == 2
 
 
-def test_data_stats_by_name(capsys):
+def test_data_stats_by_name(beauty_by_name, capsys):
     assert main(["data", "stats", "beauty", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert stats["users"] == 22363 and stats["items"] == 12101 and stats["interactions"] == 198502
+    # the committed slice, counted independently (tests/fixtures/README.md)
+    assert stats["users"] == 2000 and stats["items"] == 8017 and stats["interactions"] == 24226
+    assert stats["path"] == str(beauty_by_name)
 
 
 def test_console_script_exit_status(tiny_file):
@@ -175,7 +177,9 @@ def test_changed_dataset_is_detected(tiny_file, tmp_path, capsys):
     lines[0] = " ".join([first[0], *first[1:-2], first[-1], first[-2]])  # swap the last two items
     tiny_file.write_text("\n".join(lines) + "\n")
     assert main(["evaluate", str(out)]) == 2
-    assert "differs from the one this run was trained on" in capsys.readouterr().err
+    # run.json records the file's sha256: the change is caught before the content hash check
+    err = capsys.readouterr().err
+    assert f"{tiny_file} with sha256" in err and "which has changed (its sha256 is now" in err
 
 
 def test_dataset_with_no_training_pairs_is_a_clear_error(tmp_path, capsys):
@@ -200,3 +204,78 @@ def test_corrupted_plan_is_a_clear_error(tiny_file, tmp_path, capsys):
     assert "not a readable catrec replacement plan" in capsys.readouterr().err
     assert main(["robustness", str(out), "--depth", "25", "--bootstrap", "10"]) == 2
     assert "exceeds the items left to rank" in capsys.readouterr().err
+
+
+# --- what a newcomer sees (issue 9) ---------------------------------------------------------
+
+
+def test_training_says_what_it_is_doing(tiny_file, tmp_path):
+    from click.testing import CliRunner
+
+    from catrec.cli import cli
+
+    out = tmp_path / "run"
+    args = ["train", "--dataset", str(tiny_file), "--mode", "cat", "--adv-warmup-epochs", "2"]
+    args += ["--hidden-size", "8", "--max-len", "8", "--epochs", "3", "--batch-size", "8"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    n_interactions = sum(5 + u % 6 for u in range(1, 21))  # how tiny_file is built
+    start = lines[0]
+    assert start.startswith(f"training: {tiny_file}: 20 users, 30 items, {n_interactions} interac")
+    assert "sasrec, mode cat, seed 0" in start and f"run folder {out}" in start
+    assert "epochs 1-2 standard warm-up, adversarial from 3" in start
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [e.split()[1] for e in epochs] == ["1/3", "2/3", "3/3"]
+    assert "new best" in epochs[0] and "*" not in result.stdout
+    assert all(("new best" in e) or (" at epoch " in e) for e in epochs)
+    assert "ETA" in epochs[0] and "for 2 epochs left" in epochs[0] and "ETA" not in epochs[2]
+
+
+def test_help_is_complete_and_examples_copy_paste(tmp_path):
+    from click.testing import CliRunner
+
+    from catrec.cli import cli
+
+    runner = CliRunner()
+    top = runner.invoke(cli, ["--help"], terminal_width=80).output
+    commands = top.split("Commands:")[1]
+    assert "..." not in commands and "…" not in commands  # no short help cut off
+    for name in ("compare", "data", "evaluate", "robustness", "train"):
+        assert f"  {name} " in top
+    assert "Robustness of a run's best model to item replacement." in top
+    for command, example in [
+        ("robustness", "catrec robustness runs/beauty-sasrec-cat-seed0 --replacement adversarial"),
+        ("train", "catrec train --dataset beauty --model sasrec --mode cat --seed 0"),
+        (
+            "compare",
+            "catrec compare --dataset beauty --model sasrec --modes standard,adv,cat --seeds 0,1,2",
+        ),
+    ]:
+        text = runner.invoke(cli, [command, "-h"], terminal_width=80).output
+        assert example in [line.strip() for line in text.splitlines()], command
+
+
+def test_evaluate_an_unfinished_run_warns_and_names_the_checkpoint(tiny_file, tmp_path):
+    from catrec.config import make_config
+    from catrec.train.loop import Interrupted, train
+
+    run_dir = tmp_path / "run"
+    cfg = make_config(
+        {"dataset": str(tiny_file), "hidden_size": 8, "max_len": 8, "epochs": 3, "batch_size": 8}
+    )
+    with pytest.raises(Interrupted):  # 20 users, batches of 8: 3 steps per epoch
+        train(cfg, run_dir, progress=False, stop_after_steps=4)
+    proc = subprocess.run(
+        [sys.executable, "-m", "catrec.cli", "evaluate", str(run_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "catrec: warning:" in proc.stderr and "has not finished" in proc.stderr
+    assert f"using {run_dir / 'best.pt'}, the best checkpoint so far" in proc.stderr
+    assert "1 of at most 3 epochs done" in proc.stderr
+    assert f"catrec train --resume {run_dir}" in proc.stderr
+    args = ["robustness", str(run_dir), "--positions", "last", "--bootstrap", "10", "--quiet"]
+    with pytest.warns(UserWarning, match=r"has not finished.*best\.pt, the best checkpoint"):
+        assert main(args) == 0

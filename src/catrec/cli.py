@@ -67,7 +67,7 @@ def data() -> None:
     """Inspect datasets."""
 
 
-@data.command("stats")
+@data.command("stats", short_help="Users, items, interactions and sequence lengths.")
 @click.argument("dataset")
 @click.option(
     "--max-len", default=50, show_default=True, type=click.IntRange(min=1), help="input length L"
@@ -120,7 +120,7 @@ def _absolute_dataset(values: dict[str, Any]) -> None:
         values["dataset"] = str(Path(ds).expanduser().resolve())
 
 
-@cli.command()
+@cli.command(short_help="Train a model with standard, adv or cat (cascade-guided) training.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file")
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [default: runs/NAME]")
 @click.option(
@@ -136,7 +136,10 @@ def train(
     """Train a model with standard, adversarial (adv) or cascade-guided (cat) training.
 
     Options override the YAML config; the resolved config is saved as RUN_DIR/config.yaml.
-    Example: catrec train --dataset beauty --model sasrec --mode cat --seed 0
+
+    \b
+    Example:
+      catrec train --dataset beauty --model sasrec --mode cat --seed 0
     """
     from catrec.run import load_run_config
     from catrec.train.loop import train as run_training
@@ -176,13 +179,17 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     )
 
 
-@cli.command()
+@cli.command(short_help="Re-score a run's best checkpoint; rewrite its metrics.json.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-def evaluate(run_dir: str) -> None:
-    """Evaluate RUN_DIR's best checkpoint (full ranking); rewrite RUN_DIR/metrics.json."""
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def evaluate(run_dir: str, quiet: bool) -> None:
+    """Evaluate RUN_DIR's best checkpoint (full ranking); rewrite RUN_DIR/metrics.json.
+
+    On a run that has not finished, it warns and uses the best checkpoint so far.
+    """
     from catrec.train.loop import evaluate_run
 
-    _print_metrics(evaluate_run(run_dir))
+    _print_metrics(evaluate_run(run_dir, progress=not quiet))
 
 
 def _split_list(value: str, option: str) -> list[str]:
@@ -238,7 +245,7 @@ def _robustness_options(func):
     return func
 
 
-@cli.command()
+@cli.command(short_help="Robustness of a run's best model to item replacement.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @_robustness_options
 @click.option(
@@ -270,8 +277,12 @@ def robustness(
 ) -> None:
     """Robustness of RUN_DIR's best model to item replacement in the test inputs.
 
-    Prints a table and merges one record per setting into RUN_DIR/robustness.json.
-    Example: catrec robustness runs/beauty-sasrec-cat-seed0 --replacement adversarial
+    Prints a table and merges one record per setting into RUN_DIR/robustness.json. On a run
+    that has not finished, it warns and uses the best checkpoint so far.
+
+    \b
+    Example:
+      catrec robustness runs/beauty-sasrec-cat-seed0 --replacement adversarial
     """
     from catrec.robustness import format_table, run_robustness, select_records, settings_grid
 
@@ -321,7 +332,7 @@ def _config_options_except(*names: str):
     return decorate
 
 
-@cli.command()
+@cli.command(short_help="Train each mode x seed; compare accuracy and robustness.")
 @click.option("--modes", default="standard,adv,cat", show_default=True, help="training modes")
 @click.option("--seeds", default="0,1,2", show_default=True, help="training seeds")
 @click.option(
@@ -362,7 +373,10 @@ def compare(
     Every run is evaluated on the same replacement plan. Writes OUT/compare.json, OUT/compare.md
     and PNG plots; finished runs in OUT/runs are reused and an interrupted compare resumes.
     Training options (e.g. --epochs, --adv-warmup-epochs, --max-len) apply to every run.
-    Example: catrec compare --dataset beauty --model sasrec --modes standard,adv,cat --seeds 0,1,2
+
+    \b
+    Example:
+      catrec compare --dataset beauty --model sasrec --modes standard,adv,cat --seeds 0,1,2
     """
     from catrec.compare import run_compare
 

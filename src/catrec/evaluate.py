@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from catrec.metrics.ranking import DEFAULT_KS, RankingAccumulator, ranks_from_scores
 from catrec.models.base import SequentialRecommender, trim_padding
@@ -48,11 +49,14 @@ def evaluate_ranking(
     mask_history: bool = True,
     ks: tuple[int, ...] = DEFAULT_KS,
     device: str | torch.device = "cpu",
+    progress: bool = False,
+    desc: str = "ranking",
 ) -> dict[str, float]:
     """HR@K, NDCG@K, MRR over all users by full ranking.
 
     Args:
         inputs: ``[U, L]`` left-padded input sequences; targets: ``[U]`` item ids.
+        progress: show a progress bar over users (titled ``desc``; it disappears when done).
 
     Returns:
         metrics keyed ``"HR@10"``, ``"NDCG@10"``, ``"MRR"``, ..., plus ``"n_users"`` and
@@ -67,13 +71,24 @@ def evaluate_ranking(
     # Users in order of sequence length, so that each batch trims most of its padding; the
     # metrics are means over users and do not depend on the order.
     order = np.argsort((inputs > 0).sum(axis=1), kind="stable")
+    bar = tqdm(
+        total=len(targets),
+        desc=desc,
+        unit="user",
+        disable=not progress,
+        leave=False,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
     try:
         for start in range(0, len(targets), batch_size):
             rows = order[start : start + batch_size]
             x = torch.as_tensor(inputs[rows], device=device)
             y = torch.as_tensor(targets[rows], device=device)
             acc.add(ranks_from_scores(score_users(model, x, mask_history), y))
+            bar.update(len(rows))
     finally:
+        bar.close()
         model.train(was_training)
     out = acc.compute()
     out["n_users"] = len(targets)

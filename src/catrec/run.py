@@ -7,7 +7,10 @@
     RUN_DIR/last.pt         full training state after the last finished epoch (for --resume)
     RUN_DIR/log.json        one record per epoch
     RUN_DIR/metrics.json    {"valid": {...}, "test": {...}} of the best model
-    RUN_DIR/run.json        provenance: seed, git commit, versions, wall time, checkpoint hashes
+    RUN_DIR/run.json        provenance: seed, git commit, versions, wall time, checkpoint hashes,
+                            the dataset file (absolute path and sha256); ``resumed``: one entry
+                            per resume, ``in_epoch`` 1-based (as in the messages), ``after_step``
+                            the steps of that epoch already done (0: it resumed at its start)
 
 Every file is written atomically (temporary file, fsync, rename). Checkpoints are loaded with
 ``torch.load(weights_only=True)``: no pickled code runs.
@@ -25,7 +28,8 @@ import torch
 
 from catrec import __version__
 from catrec.config import Config, load_yaml, make_config
-from catrec.errors import RunError
+from catrec.data.registry import DATASETS, resolve_dataset
+from catrec.errors import DataError, RunError
 from catrec.utils import sha256_file
 
 CHECKPOINT_FORMAT = 1
@@ -112,3 +116,51 @@ def checkpoint_header(config: Config, n_items: int) -> dict[str, Any]:
         "model": config.model,
         "n_items": n_items,
     }
+
+
+def dataset_file(run_dir: Path, config: Config) -> Path:
+    """The dataset file a run was trained on, found again from any shell.
+
+    ``run.json`` records the file's absolute path and sha256 when the run starts. That file is
+    used while it exists with that hash, whatever ``$CATREC_DATA_DIR`` says now; otherwise the
+    run's ``dataset`` is resolved as for training (``$CATREC_DATA_DIR``, the cache, a download)
+    and must have the recorded hash. Runs that recorded no file hash (catrec before 0.1.1)
+    (started before the hash was recorded) resolve ``dataset``, falling back to the
+    recorded source file.
+
+    Raises:
+        DataError: no file with the recorded hash was found; the message names the file and hash.
+    """
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "run.json"
+    meta = read_json(meta_path, dict) if meta_path.is_file() else {}
+    recorded, want = meta.get("dataset_path"), meta.get("dataset_file_sha256")
+    if not recorded or not want:
+        try:
+            return resolve_dataset(config.dataset)
+        except DataError:
+            source = meta.get("dataset_source")
+            if source and Path(source).is_file():
+                return Path(source)
+            raise
+    recorded = Path(recorded)
+    now = sha256_file(recorded) if recorded.is_file() else None
+    if now == want:
+        return recorded
+    try:
+        found: Path | None = resolve_dataset(config.dataset)
+    except DataError:
+        found = None
+    if found is not None and found.resolve() != recorded and sha256_file(found) == want:
+        return found
+    state = "no longer exists" if now is None else f"has changed (its sha256 is now {now})"
+    hint = "put that file back at that path"
+    if config.dataset.lower() in DATASETS:
+        hint += f", or set $CATREC_DATA_DIR to a folder holding {recorded.name} with that sha256"
+    if found is not None and found.resolve() != recorded:
+        other = sha256_file(found)
+        hint += f" (the file found for {config.dataset!r}, {found}, has sha256 {other})"
+    raise DataError(
+        f"{run_dir} was trained on the dataset file {recorded} with sha256 {want}, which {state}; "
+        f"{hint}"
+    )

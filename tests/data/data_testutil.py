@@ -8,8 +8,6 @@ import numpy as np
 
 from catrec.data import SequenceData
 
-SHARED_DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-
 
 def assert_same(got: SequenceData, want: SequenceData, *, name: bool = True) -> None:
     """Field-by-field equality (the dataclass ``==`` cannot compare numpy arrays)."""

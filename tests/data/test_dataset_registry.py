@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from data_testutil import SHARED_DATA
 
 from catrec.data import registry
 from catrec.data.registry import DATASETS, KnownDataset, resolve_dataset
@@ -98,15 +97,15 @@ def test_known_datasets_and_default_url():
     )
 
 
-@pytest.mark.parametrize("name", ["beauty", "sports", "toys"])
-def test_shared_files_match_their_checksums(name):
-    path = resolve_dataset(name)
-    assert path == SHARED_DATA / DATASETS[name].file
-    assert sha256_file(path) == DATASETS[name].sha256
+def test_committed_slice_matches_its_readme(beauty_slice):
+    readme = (beauty_slice.parent / "README.md").read_text(encoding="utf-8")
+    assert f"`{sha256_file(beauty_slice)}`" in readme
+    assert DATASETS["beauty"].sha256 in readme  # names the full file it was cut from
 
 
-def test_names_are_case_insensitive():
-    assert resolve_dataset("BEAUTY") == resolve_dataset("Beauty") == SHARED_DATA / "Beauty.txt"
+def test_names_resolve_in_the_data_dir_case_insensitively(beauty_by_name):
+    assert resolve_dataset("beauty") == beauty_by_name
+    assert resolve_dataset("BEAUTY") == resolve_dataset("Beauty") == beauty_by_name
 
 
 def test_paths_resolve_to_themselves(tmp_path, monkeypatch):

@@ -43,11 +43,13 @@ from catrec.models.base import SequentialRecommender
 from catrec.run import (
     check_compatible,
     checkpoint_header,
+    dataset_file,
     load_checkpoint,
     load_run_config,
     read_json,
 )
 from catrec.train.objectives import Batch, Objective
+from catrec.train.progress import epoch_line, startup_line
 from catrec.utils import (
     atomic_torch_save,
     atomic_write_bytes,
@@ -368,9 +370,11 @@ def selects_adversarial(config: Config) -> bool:
     return True
 
 
-def load_split(config: Config) -> SplitData:
-    """Resolve, read and split the run's dataset."""
-    return leave_one_out(read_dataset(resolve_dataset(config.dataset)), config.max_len)
+def load_split(config: Config, run_dir: str | Path | None = None) -> SplitData:
+    """Resolve, read and split the run's dataset; for an existing run folder, the file recorded
+    in its ``run.json`` (see :func:`catrec.run.dataset_file`)."""
+    path = dataset_file(Path(run_dir), config) if run_dir else resolve_dataset(config.dataset)
+    return leave_one_out(read_dataset(path), config.max_len)
 
 
 class _SignalGuard:
@@ -493,6 +497,7 @@ class Trainer:
             seed=self.config.seed,
             dataset=self.config.dataset,
             dataset_source=self.split.data.name,
+            **self._dataset_file_fields(),
             dataset_sha256=dataset_sha256(self.split),
             n_users=self.split.n_users,
             n_items=self.split.n_items,
@@ -571,6 +576,16 @@ class Trainer:
         )
         return state
 
+    def _dataset_file_fields(self) -> dict[str, str]:
+        """The dataset file's absolute path and sha256, so the run finds it from any shell."""
+        source = Path(self.split.data.name)
+        if not source.is_file():  # a split built in memory
+            return {}
+        return {
+            "dataset_path": str(source.resolve()),
+            "dataset_file_sha256": sha256_file(source),
+        }
+
     # ---------------------------------------------------------------- training
     def fit(self, resume: bool = False, warmup_from: str | Path | None = None) -> dict[str, Any]:
         """Train to the end (or resume), then evaluate the best model; returns ``metrics.json``.
@@ -646,6 +661,10 @@ class Trainer:
         n_targets = lengths - 1 if self.model.causal else lengths * p + (1 - p) ** lengths
         mean_targets = float(n_targets.sum()) / n_batches
         steps_run = 0
+        if self.progress:
+            tqdm.write(
+                startup_line(cfg, self.split, self.run_dir, epoch=state.epoch, step=state.step)
+            )
         with _SignalGuard() as guard:
             while not state.done and state.epoch < cfg.epochs:
                 epoch = state.epoch
@@ -657,6 +676,7 @@ class Trainer:
                     cfg.bucket_batches,
                 )
                 t0 = time.perf_counter()
+                start_step = state.step  # > 0: resumed mid-epoch, so timed only in part
                 self.model.train()
                 sums: dict[str, float] = {}
                 n_steps = 0
@@ -721,6 +741,8 @@ class Trainer:
                         batch_size=cfg.eval_batch_size,
                         mask_history=cfg.mask_history,
                         device=self.device,
+                        progress=self.progress,
+                        desc=f"epoch {epoch + 1}/{cfg.epochs} validation",
                     )
                 except NumericalError as exc:
                     self._update_meta(status="failed")
@@ -747,13 +769,11 @@ class Trainer:
                     **{k: v / max(n_steps, 1) for k, v in sums.items()},
                     "valid": valid,
                 }
-                self._append_log(record)
+                if start_step:  # steps before the resume ran (and were timed) in another process
+                    record |= {"time_partial": True, "resumed_after_step": start_step}
+                log = self._append_log(record)
                 if self.progress:
-                    tqdm.write(
-                        f"epoch {epoch + 1:3d}  L_rec {record.get('loss_rec', float('nan')):.4f}  "
-                        f"valid NDCG@10 {score:.4f}  HR@10 {valid['HR@10']:.4f}  "
-                        f"{'*' if improved else ' '} {done_s:.1f}s"
-                    )
+                    tqdm.write(epoch_line(log, cfg, improved, state.best_score, state.best_epoch))
                 state.epoch, state.step = epoch + 1, 0
                 state.done = should_stop(state.bad_epochs, state.epoch, cfg)
                 stopped = self.on_epoch_end is not None and bool(
@@ -782,13 +802,14 @@ class Trainer:
         if not self.evaluate_test:
             log = read_json(self.run_dir / "log.json")
             return {"valid": next(r["valid"] for r in log if r["epoch"] == state.best_epoch + 1)}
-        return evaluate_run(self.run_dir, split=self.split)
+        return evaluate_run(self.run_dir, split=self.split, progress=self.progress)
 
-    def _append_log(self, record: dict[str, Any]) -> None:
+    def _append_log(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         path = self.run_dir / "log.json"
         log = read_json(path) if path.exists() else []
         log = [r for r in log if r["epoch"] < record["epoch"]] + [record]
         atomic_write_json(path, log)
+        return log
 
     def _restore(self, optimizer: torch.optim.Optimizer) -> TrainState:
         meta = read_json(self.run_dir / "run.json", dict)
@@ -813,7 +834,10 @@ class Trainer:
                 f"{self.run_dir}: the run had already finished; re-evaluating it", stacklevel=2
             )
         resumes = meta.get("resumed", [])
-        resumes.append({"epoch": ts["epoch"], "step": ts["step"], "git_commit": git_commit()})
+        # in_epoch is 1-based like the messages; after_step: steps of that epoch already done
+        resumes.append(
+            {"in_epoch": ts["epoch"] + 1, "after_step": ts["step"], "git_commit": git_commit()}
+        )
         self._update_meta(status="running", pid=os.getpid(), resumed=resumes)
         return TrainState(**ts)
 
@@ -832,8 +856,27 @@ def train(
     ``warmup_from``: start after the warm-up kept by a standard run of the same seed (see
     :class:`Trainer`'s ``keep_states``). Other keyword arguments go to :class:`Trainer`.
     """
+    if resume and kwargs.get("split") is None:
+        kwargs["split"] = load_split(config, run_dir)  # the data file recorded in run.json
     return Trainer(config, run_dir, progress=progress, **kwargs).fit(
         resume=resume, warmup_from=warmup_from
+    )
+
+
+def warn_if_unfinished(run_dir: Path, meta: dict[str, Any], config: Config, ckpt: Path) -> None:
+    """Warn that a run has not finished, saying how far it got and which checkpoint is used."""
+    status = meta.get("status")
+    if not meta or status == "finished":
+        return
+    log = run_dir / "log.json"
+    done = len(read_json(log, list)) if log.is_file() else 0
+    live = status == "running" and meta.get("pid") != os.getpid() and pid_alive(meta.get("pid"))
+    why = f"it is still being trained by process {meta['pid']}" if live else f"status {status!r}"
+    then = "" if live else f"; finish it with: catrec train --resume {run_dir}"
+    warnings.warn(
+        f"{run_dir}: the run has not finished ({why}; {done} of at most {config.epochs} epochs "
+        f"done): using {ckpt}, the best checkpoint so far{then}",
+        stacklevel=3,
     )
 
 
@@ -847,12 +890,13 @@ def load_model(
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    split = split if split is not None else load_split(config)
+    split = split if split is not None else load_split(config, run_dir)
     meta = read_json(run_dir / "run.json", dict) if (run_dir / "run.json").exists() else {}
     check_dataset(meta, split, run_dir)
     path = run_dir / "best.pt"
     ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("best.pt"))
     check_compatible(ckpt, config, split.n_items, path)
+    warn_if_unfinished(run_dir, meta, config, path)
     model = build_model(config, split.n_items)
     try:
         model.load_state_dict(ckpt["model_state"])
@@ -867,7 +911,9 @@ def load_model(
     return config, split, model.to(device)
 
 
-def evaluate_run(run_dir: str | Path, *, split: SplitData | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, *, split: SplitData | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Evaluate a run's best checkpoint on validation and test; rewrite ``metrics.json``.
 
     The weights are always reloaded from ``best.pt``, so that ``catrec evaluate`` reproduces the
@@ -879,10 +925,15 @@ def evaluate_run(run_dir: str | Path, *, split: SplitData | None = None) -> dict
         batch_size=config.eval_batch_size,
         mask_history=config.mask_history,
         device=next(model.parameters()).device,
+        progress=progress,
     )
     metrics = {
-        "valid": evaluate_ranking(model, split.valid_inputs, split.valid_targets, **kw),
-        "test": evaluate_ranking(model, split.test_inputs, split.test_targets, **kw),
+        "valid": evaluate_ranking(
+            model, split.valid_inputs, split.valid_targets, desc="valid (best.pt)", **kw
+        ),
+        "test": evaluate_ranking(
+            model, split.test_inputs, split.test_targets, desc="test (best.pt)", **kw
+        ),
     }
     path = run_dir / "metrics.json"
     old = read_json(path, dict) if path.exists() else {}
