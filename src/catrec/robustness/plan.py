@@ -57,7 +57,18 @@ class Setting:
 def settings_grid(
     positions: Iterable[str], replacements: Iterable[str], k: int = 1
 ) -> list[Setting]:
-    """Every (position, replacement) pair for one k, in the given order."""
+    """Every (position, replacement) pair for one k, in the given order.
+
+    Raises:
+        ConfigError: a position or replacement given twice (it would be computed twice).
+    """
+    positions, replacements = list(positions), list(replacements)
+    for what, names in (("position", positions), ("replacement", replacements)):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(
+                f"{what} {', '.join(map(repr, twice))} given more than once; give each once"
+            )
     return [Setting(pos, rep, k) for rep in replacements for pos in positions]
 
 
