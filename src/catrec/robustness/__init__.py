@@ -51,7 +51,9 @@ depend on the model and are saved in the run folder.
 
 Top-K lists come from the masked full-ranking scores (``mask_history`` as in the run's config):
 the clean list masks the clean history, the perturbed list the perturbed one, so the inserted
-item can never appear in the perturbed list and the removed item may now appear in it.
+item can never appear in the perturbed list and the removed item may now appear in it. Both
+masks hold the items the model reads (``model.prediction_input``): for BERT4Rec, replacing an
+item dropped for the mask token changes neither scores nor masks, so its RBO is exactly 1.
 
 The package has one module per reason to change:
 
