@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from catrec.cli import main
+from catrec.config import load_yaml
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_train_and_evaluate_roundtrip(tiny_file, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"valid", "test"}
     assert {"NDCG@10", "HR@10", "MRR", "HR@5", "NDCG@20"} <= set(metrics["test"])
-    config = yaml.safe_load((out / "config.yaml").read_text())
+    config = load_yaml(out / "config.yaml")
     assert (
         config["adv_warmup_epochs"] == 1 and config["hidden_size"] == 8 and config["mode"] == "cat"
     )
@@ -66,7 +66,7 @@ def test_yaml_config_and_override(tiny_file, tmp_path):
     cfg.write_text(f"dataset: {tiny_file}\nmode: standard\nhidden_size: 8\nepochs: 1\nmax_len: 8\n")
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--epochs", "2", "--out", str(out), "--quiet"]) == 0
-    saved = yaml.safe_load((out / "config.yaml").read_text())
+    saved = load_yaml(out / "config.yaml")
     assert saved["epochs"] == 2 and saved["hidden_size"] == 8 and saved["mode"] == "standard"
 
 
@@ -151,7 +151,7 @@ def test_default_run_folder_and_portable_paths(tiny_file, tmp_path, monkeypatch,
     run = tmp_path / "runs" / "tiny-sasrec-standard-seed0"
     assert run.is_dir()
     # the dataset path is stored absolute: the run evaluates from any folder
-    assert yaml.safe_load((run / "config.yaml").read_text())["dataset"] == str(tiny_file)
+    assert load_yaml(run / "config.yaml")["dataset"] == str(tiny_file)
     monkeypatch.chdir("/")
     assert main(["evaluate", str(run)]) == 0
     mode = (run / "metrics.json").stat().st_mode & 0o777

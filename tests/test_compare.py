@@ -6,10 +6,10 @@ import json
 import os
 
 import pytest
-import yaml
 
 from catrec.cli import main
 from catrec.compare import cat_losses, mean_std, run_compare, run_config
+from catrec.config import dump_yaml
 from catrec.errors import ConfigError, RunError
 from catrec.train.loop import Interrupted, train
 
@@ -39,7 +39,7 @@ def compared(tmp_path_factory, beauty_slice):
     data = root / "beauty_1000.txt"
     data.write_text("\n".join(beauty_slice.read_text().splitlines()[:1000]) + "\n")
     cfg = root / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump({"hidden_size": 16, "batch_size": 256}))
+    cfg.write_text(dump_yaml({"hidden_size": 16, "batch_size": 256}))
     out = root / "cmp"
     base = {"dataset": str(data), "hidden_size": 16, "batch_size": 256, "epochs": 1,
             "adv_warmup_epochs": 0, "max_len": 10}  # fmt: skip

@@ -80,3 +80,66 @@ def test_bad_yaml_files(tmp_path):
     with pytest.raises(ConfigError, match=r"a\.yaml, line \d+ column \d+: invalid YAML") as info:
         load_yaml(tmp_path / "a.yaml")
     assert "\n" not in str(info.value)
+
+
+def test_yaml_is_read_by_the_1_2_core_schema(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: on\nlr: 1e-3\neps: .5\nepochs: 010\nseed: 0x10\npatience: 0o7\n")
+    cfg = make_config(load_yaml(path))
+    # 1.1 rules read 'on' as true and '1e-3' as a string; 1.2: a string and a number
+    assert cfg.dataset == "on" and cfg.lr == 0.001 and cfg.eps == 0.5
+    assert (cfg.epochs, cfg.seed, cfg.patience) == (10, 16, 7)  # 010 is ten, not octal eight
+    path.write_text("a: yes\nb: no\nc: 1_000\nd: 1e3\ne: 2001-12-14\nf: 0b11\ng: True\nh: ~\n")
+    assert load_yaml(path) == {
+        "a": "yes", "b": "no", "c": "1_000", "d": 1000.0, "e": "2001-12-14", "f": "0b11",
+        "g": True, "h": None,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("epochs: 1_000\n", "'epochs'"),  # a string in YAML 1.2, so not an int
+        ("eps_absolute: yes\n", "'eps_absolute'"),  # a string, not a bool
+        ("seed: 7.0\n", "'seed'"),
+        ("lr: '1e-3'\n", "'lr'"),  # quoted: a string, still rejected
+    ],
+)
+def test_yaml_type_mistakes_are_still_rejected(tmp_path, text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: beauty\n" + text)
+    with pytest.raises(ConfigError, match=key):
+        make_config(load_yaml(path), source=str(path))
+
+
+def test_duplicate_yaml_key_names_the_key_and_both_lines(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.01\ndataset: beauty\n\nlr: 0.05\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'lr' given twice, on line 1 and line 4"):
+        load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "dataset", ["on", "010", "1e3", "null", "1_000", "0x10", "2001-12-14", "a: b", " x", "é ü"]
+)
+@pytest.mark.parametrize("lr", [1e-3, 1e-10, 0.1 + 0.2, 5e-324, 1e16])
+def test_written_config_round_trips_exactly(tmp_path, dataset, lr):
+    cfg = make_config({"dataset": dataset, "lr": lr, "time_format": "%d.%m.%Y %H:%M"})
+    text = to_yaml(cfg)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    again = make_config(load_yaml(path))
+    assert again == cfg and to_yaml(again) == text
+    assert type(again.lr) is float and again.dataset == dataset
+
+
+def test_config_changes_name_the_keys():
+    from catrec.config import config_changes, config_sha256
+
+    a = make_config({"dataset": "beauty"})
+    b = make_config({"dataset": "beauty", "seed": 7, "lr": 0.05})
+    assert config_sha256(a) != config_sha256(b) and config_sha256(a) == config_sha256(a)
+    assert config_changes(a.model_dump(), b) == ["lr: 0.001 -> 0.05", "seed: 0 -> 7"]
+    old = a.model_dump()
+    del old["time_format"]  # a key added to catrec after the run: its default, no change
+    assert config_changes(old, a) == []

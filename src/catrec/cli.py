@@ -62,6 +62,14 @@ def cli() -> None:
     """
 
 
+def _table_options(func):
+    """``--user-col``, ``--item-col``, ``--time-col``, ``--time-format`` (the Config fields)."""
+    for name in reversed(("user_col", "item_col", "time_col", "time_format")):
+        info = Config.model_fields[name]
+        func = click.option("--" + name.replace("_", "-"), name, help=info.description)(func)
+    return func
+
+
 @cli.group()
 def data() -> None:
     """Inspect datasets."""
@@ -73,13 +81,17 @@ def data() -> None:
     "--max-len", default=50, show_default=True, type=click.IntRange(min=1), help="input length L"
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def data_stats(dataset: str, max_len: int, as_json: bool) -> None:
+@_table_options
+def data_stats(dataset: str, max_len: int, as_json: bool, **table: str | None) -> None:
     """Users, items, interactions and sequence lengths of DATASET (a name or a path)."""
-    from catrec.data import leave_one_out, read_dataset, resolve_dataset
+    from catrec.data import leave_one_out
     from catrec.data.stats import dataset_stats
+    from catrec.train.loop import read_config_dataset
 
-    path = resolve_dataset(dataset)
-    seqs = read_dataset(path)
+    given = {k: v for k, v in table.items() if v is not None}
+    cfg = make_config({"dataset": dataset, "max_len": max_len, **given}, source="command line")
+    seqs = read_config_dataset(cfg)
+    path = seqs.name
     stats = dataset_stats(leave_one_out(seqs, max_len), raw=seqs)
     stats["path"] = str(path)
     if as_json:
@@ -169,27 +181,60 @@ def train(
 def _print_metrics(metrics: dict[str, Any]) -> None:
     keys = ["HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR"]
     click.echo(f"{'split':<6} " + " ".join(f"{k:>8}" for k in keys))
-    for split in ("valid", "test"):
+    splits = [s for s in ("valid", "test") if s in metrics]
+    for split in splits:
         m = metrics[split]
         click.echo(f"{split:<6} " + " ".join(f"{m[k]:>8.4f}" for k in keys))
-    t = metrics["test"]
+    last = metrics[splits[-1]]
     click.echo(
-        f"test users {t['n_users']}; test target already in input sequence: "
-        f"{100 * t['target_in_history']:.2f}%"
+        f"{splits[-1]} users {last['n_users']}; {splits[-1]} target already in input sequence: "
+        f"{100 * last['target_in_history']:.2f}%"
     )
 
 
 @cli.command(short_help="Re-score a run's best checkpoint; rewrite its metrics.json.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--split",
+    "split_name",
+    type=click.Choice(["valid", "test", "both"]),
+    default="both",
+    show_default=True,
+    help="which split to evaluate",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="best.pt (best validation NDCG@10) or last.pt (the latest epoch)",
+)
+@click.option(
+    "--mask-history/--no-mask-history",
+    default=None,
+    help="exclude input-sequence items from the ranking [default: the run's mask_history]",
+)
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def evaluate(run_dir: str, quiet: bool) -> None:
-    """Evaluate RUN_DIR's best checkpoint (full ranking); rewrite RUN_DIR/metrics.json.
+def evaluate(
+    run_dir: str, split_name: str, checkpoint: str, mask_history: bool | None, quiet: bool
+) -> None:
+    """Evaluate RUN_DIR's checkpoint (full ranking).
 
-    On a run that has not finished, it warns and uses the best checkpoint so far.
+    With the defaults (both splits, best checkpoint, the run's history masking) the result is
+    written to RUN_DIR/metrics.json; any other choice is only printed. On a run that has not
+    finished, it warns and uses the best checkpoint so far.
     """
     from catrec.train.loop import evaluate_run
 
-    _print_metrics(evaluate_run(run_dir, progress=not quiet))
+    splits = ("valid", "test") if split_name == "both" else (split_name,)
+    metrics = evaluate_run(
+        run_dir,
+        splits=splits,
+        checkpoint=checkpoint,
+        mask_history=mask_history,
+        progress=not quiet,
+    )
+    _print_metrics(metrics)
 
 
 def _split_list(value: str, option: str) -> list[str]:
@@ -351,6 +396,12 @@ def _config_options_except(*names: str):
 @click.option(
     "--plan-seed", type=click.IntRange(min=0), default=0, show_default=True, help="plan seed"
 )
+@click.option(
+    "--reuse-mismatched",
+    is_flag=True,
+    help="reuse finished or interrupted runs in OUT/runs even if their config differs from this "
+    "command's (default: refuse, listing the differences)",
+)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_config_options_except("mode", "seed")
 def compare(
@@ -365,6 +416,7 @@ def compare(
     bootstrap: int,
     replacement: str,
     plan_seed: int,
+    reuse_mismatched: bool,
     quiet: bool,
     **opts,
 ) -> None:
@@ -416,6 +468,7 @@ def compare(
         p=p,
         n_bootstrap=bootstrap,
         progress=not quiet,
+        reuse_mismatched=reuse_mismatched,
     )
     click.echo((Path(out) / "compare.md").read_text(encoding="utf-8"))
     written = [str(Path(out) / "compare.json"), str(Path(out) / "compare.md"), *result["plots"]]

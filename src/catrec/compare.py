@@ -80,17 +80,39 @@ def _config_diff(stored: Config, wanted: Config) -> list[str]:
     return [f"{k}: {a[k]!r} (run) vs {b[k]!r} (asked)" for k in a if a[k] != b.get(k)]
 
 
+def _check_reuse(run_dir: Path, stored: Config, config: Config, what: str, allow: bool) -> None:
+    """Refuse (or, with ``allow``, warn about) reusing a run whose config differs from the
+    requested one; the message lists every differing key."""
+    diff = _config_diff(stored, config)
+    if not diff:
+        return
+    msg = f"{run_dir}: {what} whose config differs from this compare's: {'; '.join(diff)}"
+    if not allow:
+        raise RunError(
+            f"{msg}. Use another --out, delete the run, or pass --reuse-mismatched to use it as "
+            "it is"
+        )
+    warnings.warn(msg, stacklevel=3)
+
+
 def prepare_run(
-    run_dir: Path, config: Config, split: SplitData, *, progress: bool = True
+    run_dir: Path,
+    config: Config,
+    split: SplitData,
+    *,
+    progress: bool = True,
+    reuse_mismatched: bool = False,
 ) -> tuple[str, Config]:
     """Make sure ``run_dir`` holds a finished run; returns (what was done, the run's config).
 
-    A finished run (``run.json`` status ``finished``) is reused as it is, even if its stored config
-    differs from ``config`` (a warning lists the differences); a run with ``last.pt`` is resumed
-    with its stored config; anything else is trained from scratch.
+    A finished run (``run.json`` status ``finished``) is reused as it is and a run with
+    ``last.pt`` is resumed with its stored config, both only if that config equals ``config``
+    (or with ``reuse_mismatched``, with a warning listing the differences); anything else is
+    trained from scratch.
 
     Raises:
-        RunError: the run is being trained right now by another live process.
+        RunError: the run is being trained right now by another live process, or its stored
+            config differs from ``config`` (without ``reuse_mismatched``).
     """
     from catrec.run import load_run_config, read_json
     from catrec.train.loop import evaluate_run, pid_alive, train
@@ -99,12 +121,7 @@ def prepare_run(
     status = meta.get("status")
     if status == "finished" and (run_dir / "best.pt").is_file():
         stored = load_run_config(run_dir)
-        diff = _config_diff(stored, config)
-        if diff:
-            warnings.warn(
-                f"{run_dir}: reusing a finished run whose config differs: {'; '.join(diff)}",
-                stacklevel=2,
-            )
+        _check_reuse(run_dir, stored, config, "a finished run", reuse_mismatched)
         if not (run_dir / "metrics.json").is_file():
             evaluate_run(run_dir, split=split)
         return "reused", stored
@@ -115,13 +132,7 @@ def prepare_run(
         )
     if (run_dir / "last.pt").is_file():
         stored = load_run_config(run_dir)
-        diff = _config_diff(stored, config)
-        if diff:
-            warnings.warn(
-                f"{run_dir}: resuming with the run's stored config, which differs: "
-                f"{'; '.join(diff)}",
-                stacklevel=2,
-            )
+        _check_reuse(run_dir, stored, config, "an interrupted run", reuse_mismatched)
         train(stored, run_dir, progress=progress, resume=True, split=split)
         return "resumed", stored
     train(config, run_dir, progress=progress, split=split)
@@ -151,6 +162,7 @@ def run_compare(
     p: float = 0.9,
     n_bootstrap: int = 1000,
     progress: bool = True,
+    reuse_mismatched: bool = False,
 ) -> dict[str, Any]:
     """Train (or reuse) every mode x seed, evaluate accuracy and robustness on one shared plan,
     and write ``compare.json``, ``compare.md`` and the plots into ``out``; returns compare.json.
@@ -194,7 +206,9 @@ def run_compare(
             run_dir = out / "runs" / run_name(mode, seed)
             t_run = time.perf_counter()
             try:
-                status, used = prepare_run(run_dir, cfg, split, progress=progress)
+                status, used = prepare_run(
+                    run_dir, cfg, split, progress=progress, reuse_mismatched=reuse_mismatched
+                )
             except Interrupted as exc:
                 raise Interrupted(
                     f"{exc}. To resume the comparison, run the same catrec compare command again."

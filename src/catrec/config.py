@@ -3,16 +3,26 @@
 Every option of CAT.md is a field here, a ``catrec train`` flag of the same name with dashes and a
 key of the same name in the YAML config. Unknown keys, wrong types and out-of-range values are
 rejected before any work, with the key named.
+
+YAML files are read by the YAML 1.2 core schema (ruamel.yaml, pure Python): ``1e-3`` is a number,
+``on`` / ``yes`` / ``no`` are strings, ``010`` is ten and ``1_000`` is a string (which the strict
+type check then rejects for a numeric key). A key given twice in one file is an error naming both
+lines. :func:`to_yaml` writes with the same schema, so a written config reads back exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.resolver import VersionedResolver
 
 from catrec.errors import ConfigError
 
@@ -30,6 +40,20 @@ class Config(BaseModel):
     # data
     dataset: str = Field(description="dataset name (beauty, sports, toys, yelp) or file path")
     max_len: int = Field(50, ge=1, le=4096, description="L: input length (most recent items)")
+    user_col: str | None = Field(
+        None, description="user column of an interaction table (default: user_id, user, ...)"
+    )
+    item_col: str | None = Field(
+        None, description="item column of an interaction table (default: item_id, item, ...)"
+    )
+    time_col: str | None = Field(
+        None, description="timestamp column of an interaction table (default: timestamp, time, ...)"
+    )
+    time_format: str | None = Field(
+        None,
+        description="strptime format of the timestamp column, e.g. '%d.%m.%Y %H:%M' "
+        "(default: unix numbers, or a date format inferred once for the whole column)",
+    )
     # model
     model: Literal["sasrec", "gru4rec", "bert4rec"] = Field("sasrec", description="encoder")
     hidden_size: int = Field(64, ge=1, le=4096, description="d: embedding and hidden size")
@@ -164,24 +188,87 @@ def make_config(values: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError(_format_error(exc, source)) from None
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict (keys not yet validated).
+_CORE_TYPES: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
+for _tag, _regexp, _first in (
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        list("-+0123456789."),
+    ),
+):
+    for _ch in _first:
+        _CORE_TYPES.setdefault(_ch, []).append((f"tag:yaml.org,2002:{_tag}", re.compile(_regexp)))
+
+
+class _CoreResolver(VersionedResolver):
+    """Implicit types of the YAML 1.2 core schema, exactly (YAML 1.2.2, §10.3.2), whatever
+    ``%YAML`` directive a file has.
+
+    ruamel.yaml's own 1.2 rules also read ``1_000``, ``0b11``, ``-0x1`` and ``1:20`` as numbers
+    and dates as timestamps; the core schema reads all of those as strings.
+    """
+
+    @property
+    def processing_version(self) -> Any:
+        return (1, 2)
+
+    @property
+    def versioned_resolver(self) -> Any:
+        return _CORE_TYPES
+
+
+def _yaml() -> YAML:
+    """A YAML 1.2 core-schema reader and writer (duplicate keys are errors; keys in order)."""
+    y = YAML(typ="safe", pure=True)
+    y.Resolver = _CoreResolver
+    y.allow_duplicate_keys = False
+    y.default_flow_style = False
+    y.sort_base_mapping_type_on_output = False
+    return y
+
+
+def parse_yaml(text: str, source: str = "config") -> Any:
+    """Parse YAML text by the 1.2 core schema.
 
     Raises:
-        ConfigError: unreadable file, invalid YAML, or not a mapping at the top level.
+        ConfigError: invalid YAML, or a key repeated in one mapping (both lines named).
+    """
+    try:
+        return _yaml().load(text)
+    except MarkedYAMLError as exc:
+        problem = (exc.problem or str(exc).splitlines()[0]).strip()
+        dup = re.match(r'found duplicate key "(.*)" with value', problem)
+        if dup and exc.context_mark is not None and exc.problem_mark is not None:
+            raise ConfigError(
+                f"{source}: key {dup.group(1)!r} given twice, on line "
+                f"{exc.context_mark.line + 1} and line {exc.problem_mark.line + 1}; keep one"
+            ) from None
+        mark = exc.problem_mark
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}{where}: invalid YAML: {problem}") from None
+    except YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict (keys not yet validated), by the YAML 1.2 core schema.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, a duplicate key, or not a mapping at the top
+            level.
     """
     path = Path(path)
     try:
-        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from exc
+    obj = parse_yaml(text, str(path))
     if obj is None:
         return {}
     if not isinstance(obj, dict):
@@ -189,6 +276,41 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def dump_yaml(obj: Any) -> str:
+    """``obj`` (plain data) as YAML text that :func:`parse_yaml` reads back exactly."""
+    buf = io.StringIO()
+    _yaml().dump(obj, buf)
+    return buf.getvalue()
+
+
 def to_yaml(config: Config) -> str:
     """The config as YAML text (all keys, resolved values)."""
-    return yaml.safe_dump(config.model_dump(), sort_keys=False)
+    return dump_yaml(config.model_dump())
+
+
+def config_sha256(config: Config) -> str:
+    """Hash of the resolved config's values (stored with checkpoints to detect edits)."""
+    text = json.dumps(config.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_changes(stored: dict[str, Any], config: Config) -> list[str]:
+    """The keys whose values differ between ``stored`` (a resolved config's ``model_dump()``,
+    e.g. from a checkpoint) and ``config``, as ``"key: stored -> now"`` strings.
+
+    A key that ``stored`` lacks (a field added to catrec since) counts as its default value.
+    """
+    now = config.model_dump()
+    out = []
+    for key in sorted(set(stored) | set(now)):
+        old = stored.get(key, Config.model_fields[key].default if key in now else None)
+        new = now.get(key)
+        if old != new:
+            out.append(f"{key}: {old!r} -> {new!r}")
+    return out
+
+
+def table_options(config: Config) -> dict[str, str]:
+    """The interaction-table reader options the config sets (column names, time format)."""
+    keys = ("user_col", "item_col", "time_col", "time_format")
+    return {k: getattr(config, k) for k in keys if getattr(config, k) is not None}

@@ -1,9 +1,9 @@
 """Full-ranking evaluation over all items (CAT.md §4).
 
 Scores every item for every user, never a sampled candidate set. The padding id is never ranked;
-items of the user's input sequence are excluded by default (score ``-inf``, never 0, since dot
-products can be negative). A target that occurs in the input sequence is then a miss; how often
-that happens is reported as ``target_in_history``.
+items of the user's input sequence, as far as the model reads it, are excluded by default (score
+``-inf``, never 0, since dot products can be negative). A target that occurs in the input
+sequence is then a miss; how often that happens is reported as ``target_in_history``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,16 @@ def score_users(
     inputs: Tensor,
     mask_history: bool = True,
 ) -> Tensor:
-    """Masked next-item scores ``[B, n_items + 1]`` for input sequences ``inputs [B, L]``."""
+    """Masked next-item scores ``[B, n_items + 1]`` for input sequences ``inputs [B, L]``.
+
+    The history mask is taken on what the model reads, ``model.prediction_input`` (for BERT4Rec:
+    without the oldest item of a full-length input, which makes room for the mask token), so
+    that an item the model never saw cannot change the ranking through the mask.
+    """
     ids = trim_padding(inputs)
-    return mask_scores(model.predict(ids), ids, mask_history)
+    read = model.prediction_input(ids)  # [B, W']
+    seen = torch.where(read > model.n_items, 0, read)  # the mask token is no item
+    return mask_scores(model.predict(ids), seen, mask_history)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from catrec import __version__
-from catrec.config import Config, load_yaml, make_config
+from catrec.config import Config, config_changes, config_sha256, load_yaml, make_config
 from catrec.data.registry import DATASETS, resolve_dataset
 from catrec.errors import DataError, RunError
 from catrec.utils import sha256_file
@@ -110,11 +110,15 @@ def check_compatible(ckpt: dict[str, Any], config: Config, n_items: int, path: P
 
 
 def checkpoint_header(config: Config, n_items: int) -> dict[str, Any]:
+    """What every checkpoint records besides tensors: format, model, item count and the resolved
+    config (its values and their hash), so that an edited ``config.yaml`` is noticed."""
     return {
         "format": CHECKPOINT_FORMAT,
         "catrec_version": __version__,
         "model": config.model,
         "n_items": n_items,
+        "config": config.model_dump(),
+        "config_sha256": config_sha256(config),
     }
 
 
@@ -164,3 +168,21 @@ def dataset_file(run_dir: Path, config: Config) -> Path:
         f"{run_dir} was trained on the dataset file {recorded} with sha256 {want}, which {state}; "
         f"{hint}"
     )
+
+
+def check_config(ckpt: dict[str, Any], config: Config, path: Path) -> None:
+    """Raise :class:`RunError` if ``config`` differs from the config the checkpoint was written
+    with (checkpoints from before catrec recorded it are not checked).
+
+    The message names every changed key with its stored and current value.
+    """
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict) or ckpt.get("config_sha256") == config_sha256(config):
+        return
+    changes = config_changes(stored, config)
+    if changes:
+        raise RunError(
+            f"{path}: the run's config.yaml was changed after this checkpoint was written "
+            f"({'; '.join(changes)}); restore those values, or start a new run with --config "
+            "and another --out"
+        )

@@ -59,14 +59,81 @@ def test_numeric_ids_keep_numeric_order_and_cells_are_stripped(write):
     assert data.items.tolist() == [1, 2, 3]
 
 
-def test_iso_dates_and_mixed_date_formats(write):
+def test_iso_dates_with_offsets_are_one_format(write):
     rows = [("u", "late", "2021-03-01T10:00:00+02:00"), ("u", "early", "2020-12-31"),
             ("u", "mid", "2021-03-01 07:59:59Z")]  # fmt: skip
     data = read_interaction_table(write("t.csv", table(",", ["user", "item", "date"], rows)))
     assert raw_sequences(data) == {"u": ["early", "mid", "late"]}  # late is 08:00:00 UTC
-    rows = [("u", "b", "March 2 2021"), ("u", "a", "2021-03-01")]
+    rows = [("u", "b", "March 2 2021"), ("u", "a", "March 1 2021")]
     data = read_interaction_table(write("t2.csv", table(",", ["user", "item", "date"], rows)))
     assert raw_sequences(data) == {"u": ["a", "b"]}
+
+
+def test_a_column_mixing_date_formats_is_refused(write):
+    # (used to be parsed row by row, each value in whatever format fitted it)
+    path = write("t.csv", "user,item,date\nu,b,March 2 2021\nu,a,2021-03-01\n")
+    assert _error(path).startswith(
+        f"{path}, line 2: timestamp 'March 2 2021' in column 'date' is in another date format "
+        "than line 3 ('2021-03-01')"
+    )
+
+
+DAY_FIRST = "user,item,date\nu,A,12.01.2017 17:18\nu,B,13.01.2017 09:00\nu,C,14.01.2017 09:00\nu,D,15.01.2017 09:00\n"  # noqa: E501
+
+
+def test_day_first_dates_are_read_day_first_for_the_whole_column(write):
+    # 12.01 read month-first (December 1st) used to put A last: B, C, D, A
+    data = read_interaction_table(write("t.csv", DAY_FIRST))
+    assert raw_sequences(data) == {"u": ["A", "B", "C", "D"]}
+    month_first = DAY_FIRST.replace(".01.2017", "").replace(",1", ",01/1")  # 01/12 ...
+    month_first = month_first.replace(" 17:18", "/2017 17:18").replace(" 09:00", "/2017 09:00")
+    data = read_interaction_table(write("m.csv", month_first))
+    assert raw_sequences(data) == {"u": ["A", "B", "C", "D"]}
+
+
+def test_ambiguous_date_column_is_refused_naming_a_row(write):
+    path = write("t.csv", "user,item,date\nu,A,01.02.2017\nu,B,03.02.2017\nu,C,02.01.2017\n")
+    msg = _error(path)
+    assert msg.startswith(f"{path}, line 2: timestamp '01.02.2017' in column 'date' is ambiguous")
+    assert "--time-format" in msg
+    data = read_interaction_table(path, time_format="%d.%m.%Y")
+    assert raw_sequences(data) == {"u": ["C", "A", "B"]}
+    data = read_interaction_table(path, time_format="%m.%d.%Y")
+    assert raw_sequences(data) == {"u": ["A", "C", "B"]}
+
+
+def test_explicit_time_format_must_match_every_row(write):
+    path = write("t.csv", DAY_FIRST)
+    assert _error(path, time_format="%d.%m.%Y").startswith(
+        f"{path}, line 2: timestamp '12.01.2017 17:18' in column 'date' does not match the time "
+        "format '%d.%m.%Y'"
+    )
+    data = read_interaction_table(path, time_format="%d.%m.%Y %H:%M")
+    assert raw_sequences(data) == {"u": ["A", "B", "C", "D"]}
+
+
+def test_timestamps_beyond_int64_keep_their_exact_order(write):
+    big = 2**64  # float64 cannot tell these apart
+    rows = [("u", "c", str(big + 2)), ("u", "a", str(big)), ("u", "b", str(big + 1)),
+            ("u", "d", f"{big + 2}.5"), ("u", "first", "-1e30")]  # fmt: skip
+    data = read_interaction_table(write("t.csv", table(",", ["user", "item", "ts"], rows)))
+    assert raw_sequences(data) == {"u": ["first", "a", "b", "c", "d"]}
+
+
+def test_named_columns(write):
+    text = "reviewerID,asin,overall,unixReviewTime\nu1,b,5,20\nu1,a,4,10\n"
+    path = write("amazon.csv", text)
+    assert "missing user column" in _error(path)
+    data = read_interaction_table(
+        path, user_col="reviewerID", item_col="asin", time_col="unixReviewTime"
+    )
+    assert raw_sequences(data) == {"u1": ["a", "b"]}
+
+
+@pytest.mark.parametrize("char", ["\u00a0", "\u2028", "\u3000"])
+def test_unicode_whitespace_in_an_id_cell_is_refused(write, char):
+    path = write("t.csv", f"user,item,ts\nu,a,1\nu,x{char}y,2\n")
+    assert _error(path).startswith(f"{path}, line 3: whitespace character U+{ord(char):04X} in ")
 
 
 def test_quoted_cells_crlf_bom_and_no_final_newline(write):

@@ -179,7 +179,14 @@ def test_empty_file(write, content):
 
 def test_only_unicode_blank_characters(write):
     path = write("s.txt", "\u00a0\n\u3000\n")
-    assert _error(path).startswith(f"{path}: no users found")
+    assert _error(path).startswith(f"{path}, line 1: whitespace character U+00A0")
+
+
+@pytest.mark.parametrize("char", ["\u00a0", "\u2028", "\u3000", "\u0085", "\u2009"])
+def test_unicode_whitespace_is_an_error_not_a_separator(write, char):
+    # str.split() used to split "b<NBSP>c" into two items silently
+    path = write("s.txt", f"1 a b\n2 a b{char}c d\n")
+    assert _error(path).startswith(f"{path}, line 2: whitespace character U+{ord(char):04X} in ")
 
 
 def test_duplicated_user(write):

@@ -5,9 +5,8 @@ import math
 
 import numpy as np
 import pytest
-import yaml
 
-from catrec.config import make_config
+from catrec.config import load_yaml, make_config
 from catrec.train.loop import epoch_batches, evaluate_run, should_stop, train
 
 TINY = {"hidden_size": 32, "max_len": 20, "epochs": 1, "batch_size": 64, "dropout": 0.2, "lr": 1e-2}
@@ -34,7 +33,7 @@ def test_one_epoch_each_mode_beats_random(beauty_slice, tmp_path, mode):
             assert np.all(cascade["position"][real] == 1.0)
         else:  # mean-normalised over input positions
             assert cascade["position"][real].mean() == pytest.approx(1.0, abs=0.05)
-    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    saved = load_yaml(tmp_path / "run" / "config.yaml")
     assert saved["mode"] == mode and saved["scaling"] == (
         "none" if mode == "adv" else "proportional"
     )

@@ -12,8 +12,11 @@ kept in :class:`SequenceData` so that recommendations come back as raw ids.
 Policy for both formats: text must be UTF-8 (a byte-order mark is ignored at the start of the
 file and rejected elsewhere); LF, CRLF and CR line ends are accepted, as is a missing final
 newline; control characters other than tab, CR and LF mean binary data and are rejected; blank
-lines (empty or whitespace-only, no separator) are skipped with one warning giving their count
-and the first one's line number. Every rejection is a :class:`~catrec.errors.DataError`
+lines (empty or only spaces and tabs, no separator) are skipped with one warning giving their
+count and the first one's line number. Tokens are separated by ASCII spaces and tabs only; any
+other whitespace character (NBSP U+00A0, LINE SEPARATOR U+2028, U+3000, ...) in a sequence file,
+or in a user or item cell of a table, is an error naming the line and the character. Every
+rejection is a :class:`~catrec.errors.DataError`
 naming the file, the line and what was expected.
 """
 
@@ -24,6 +27,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,10 @@ PAD = 0
 # compressed or binary file almost always does.
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# Whitespace other than space, tab, CR and LF (NBSP, U+2028, U+3000, NEL, ...): never a token
+# separator, and refused inside ids, so that no id is split or joined invisibly.
+_ODD_SPACE = re.compile(r"[^\S \t\r\n]")
+_TOKEN_SEP = re.compile(r"[ \t]+")
 _INT_TOKEN = re.compile(r"-?[0-9]+")
 _MAX_INT_DIGITS = 4000  # int() refuses longer strings (sys.int_max_str_digits)
 
@@ -158,20 +166,31 @@ def _warn_blank(path: Path, blank: list[int]) -> None:
         )
 
 
+def _check_spaces(path: Path, line_no: int, text: str, expected: str) -> None:
+    odd = _ODD_SPACE.search(text)
+    if odd:
+        raise DataError(
+            f"{path}, line {line_no}: whitespace character U+{ord(odd.group()):04X} in "
+            f"{text.strip()!r}; ids are separated by spaces or tabs only and cannot contain "
+            f"other whitespace; {expected}"
+        )
+
+
 def read_sequence_file(path: str | Path) -> SequenceData:
     """Read a sequence file: one line per user, ``user_id item_id item_id ...``.
 
-    Tokens are separated by whitespace (single spaces in the reference files; tabs and runs of
-    spaces are accepted). Items are remapped to ``1..n_items`` in numeric order of their ids
-    when all ids are integers (so the shared files' ids map to themselves), else in
-    lexicographic order. Users keep file order.
+    Tokens are separated by spaces and tabs (single spaces in the reference files; tabs and runs
+    are accepted); other whitespace characters are refused (see the module docstring). Items
+    are remapped to ``1..n_items`` in numeric order of their ids when all ids are integers (so
+    the shared files' ids map to themselves), else in lexicographic order. Users keep file order.
 
     Returns:
         :class:`SequenceData` with ``[U]`` users and ``[n_interactions]`` items.
 
     Raises:
         DataError: the file is missing, empty, binary or not UTF-8, has a line with a user id
-            but no items, or lists the same user twice. The message names the file and line.
+            but no items or with a whitespace character other than space and tab, or lists the
+            same user twice. The message names the file and line.
     """
     path = Path(path)
     expected = "expected one line per user: 'user_id item_id [item_id ...]'"
@@ -184,7 +203,8 @@ def read_sequence_file(path: str | Path) -> SequenceData:
     if lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start a blank one
     for line_no, line in enumerate(lines, start=1):
-        tokens = line.split()
+        _check_spaces(path, line_no, line, expected)
+        tokens = _TOKEN_SEP.split(line.strip(" \t")) if line.strip(" \t") else []
         if not tokens:
             blank.append(line_no)
             continue
@@ -277,44 +297,100 @@ def _pick(
     )
 
 
-def _to_dates(values: pd.Series) -> pd.Series:
-    """UTC datetimes (NaT where unparseable): ISO 8601 first (fast), else any common format."""
+# Finite decimal numbers (unix time in any unit); "inf" is recognised only to be refused.
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_INFINITE = re.compile(r"[-+]?inf(?:inity)?", re.IGNORECASE)
+_INTEGER = re.compile(r"[-+]?[0-9]+")
+
+
+def _date_formats() -> tuple[str, ...]:
+    """Date formats tried on a timestamp column, each for the whole column ("ISO8601" is
+    pandas' ISO 8601 family: ``2021-03-01``, ``2021-03-01T10:00:00+02:00``, ...).
+
+    Day-first and month-first readings of ``01.02.2017`` are both candidates: a column is read by
+    the one that parses every row, and refused when both do and disagree.
+    """
+    times = ("", " %H:%M", " %H:%M:%S", " %I:%M %p", " %I:%M:%S %p")
+    out = ["ISO8601"]
+    for t in times:
+        out += [f"%Y/%m/%d{t}", f"%Y.%m.%d{t}"]
+        out += [f"{d} %Y{t}" for d in ("%d %b", "%d %B", "%b %d", "%B %d", "%b %d,", "%B %d,")]
+        for sep in ("/", ".", "-"):
+            out += [f"%d{sep}%m{sep}%Y{t}", f"%m{sep}%d{sep}%Y{t}"]
+    out += ["%a, %d %b %Y %H:%M:%S %z", "%a %b %d %H:%M:%S %z %Y"]  # RFC 2822, Twitter
+    return tuple(out)
+
+
+DATE_FORMATS = _date_formats()
+
+
+def _dates(values: pd.Series, fmt: str) -> pd.Series:
+    """UTC datetimes of ``values`` in format ``fmt`` (NaT where a value does not match)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pandas warns when it falls back to dateutil
+        warnings.simplefilter("ignore")
         try:
-            dt = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+            return pd.to_datetime(values, errors="coerce", utc=True, format=fmt)
         except (ValueError, TypeError, OverflowError):
-            dt = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-        if dt.isna().any():
-            try:
-                dt = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-            except (ValueError, TypeError, OverflowError):
-                pass  # keep the ISO result; the rows it could not parse are reported
-    return dt
+            return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
 
 
-def _parse_times(path: Path, col: str, values: np.ndarray, line_nos: np.ndarray) -> np.ndarray:
-    """Sortable ``[N]`` keys from timestamp strings ``[N]``: all numbers, or all dates."""
+def _numeric_keys(values: np.ndarray) -> np.ndarray:
+    """Exact sort keys ``[N]`` int64 of number strings: the integers themselves when they fit
+    int64, else dense ranks of their exact decimal values (float64 would merge or reorder
+    timestamps beyond 2**53)."""
+    if all(_INTEGER.fullmatch(v) and len(v) <= 20 for v in values):
+        ints = [int(v) for v in values]
+        if all(-(2**63) <= i < 2**63 for i in ints):
+            return np.array(ints, dtype=np.int64)
+    exact = [Decimal(v) for v in values]
+    rank = {d: r for r, d in enumerate(sorted(set(exact)))}
+    return np.fromiter((rank[d] for d in exact), dtype=np.int64, count=len(exact))
+
+
+def _parse_times(
+    path: Path,
+    col: str,
+    values: np.ndarray,
+    line_nos: np.ndarray,
+    time_format: str | None = None,
+) -> np.ndarray:
+    """Sortable int64 keys ``[N]`` from timestamp strings ``[N]``, one format for the column.
+
+    ``time_format`` (strptime) when given; else all numbers (unix time, exactly ordered), or
+    dates in the one format of :data:`DATE_FORMATS` that reads every row.
+    """
     strings = pd.Series(values, dtype=object)
-    nums = pd.to_numeric(strings, errors="coerce")
-    is_num = nums.notna().to_numpy()
-    if is_num.all():
-        keys = nums.to_numpy()
-        if keys.dtype.kind == "f" and not np.isfinite(keys).all():
-            row = int(np.flatnonzero(~np.isfinite(keys))[0])
+    if time_format is not None:
+        dt = _dates(strings, time_format)
+        bad = np.flatnonzero(dt.isna().to_numpy())
+        if bad.size:
+            row = int(bad[0])
+            raise DataError(
+                f"{path}, line {line_nos[row]}: timestamp {values[row]!r} in column {col!r} does "
+                f"not match the time format {time_format!r}"
+            )
+        return dt.astype("int64").to_numpy()
+    is_num = np.fromiter((bool(_NUMBER.fullmatch(v)) for v in values), bool, len(values))
+    is_inf = np.fromiter((bool(_INFINITE.fullmatch(v)) for v in values), bool, len(values))
+    if (is_num | is_inf).all():
+        if is_inf.any():
+            row = int(np.flatnonzero(is_inf)[0])
             raise DataError(
                 f"{path}, line {line_nos[row]}: timestamp {values[row]!r} in column {col!r} is "
                 "not a finite number; expected a number or a date"
             )
-        return keys
-    dt = _to_dates(strings[~is_num])
-    bad = np.flatnonzero(~is_num)[dt.isna().to_numpy()]
-    if bad.size:
-        row = int(bad[0])
-        raise DataError(
-            f"{path}, line {line_nos[row]}: timestamp {values[row]!r} in column {col!r} is "
-            "neither a number nor a date; expected e.g. 1367193600 or 2013-04-29T00:00:00"
-        )
+        return _numeric_keys(values)
+    dates = strings[~is_num]
+    # Candidates first on a sample (cheap), then on the whole column.
+    sample = dates.iloc[:1000]
+    parsed = {}
+    for fmt in DATE_FORMATS:
+        if _dates(sample, fmt).notna().all():
+            dt = _dates(dates, fmt)
+            if dt.notna().all():
+                parsed[fmt] = dt
+    if not parsed:
+        _raise_unparsed(path, col, values, line_nos, np.flatnonzero(~is_num), dates)
     if is_num.any():
         num_row, date_row = int(np.flatnonzero(is_num)[0]), int(np.flatnonzero(~is_num)[0])
         raise DataError(
@@ -322,7 +398,46 @@ def _parse_times(path: Path, col: str, values: np.ndarray, line_nos: np.ndarray)
             f"is a number but line {line_nos[date_row]} has a date ({values[date_row]!r}); "
             "expected all numbers or all dates"
         )
-    return dt.astype("int64").to_numpy()
+    (fmt, first), *others = parsed.items()
+    for other, dt in others:
+        differ = np.flatnonzero((dt != first).to_numpy())
+        if differ.size:
+            row = int(differ[0])
+            raise DataError(
+                f"{path}, line {line_nos[row]}: timestamp {values[row]!r} in column {col!r} is "
+                f"ambiguous: as {fmt!r} it is {first.iloc[row]:%Y-%m-%d %H:%M}, as {other!r} "
+                f"{dt.iloc[row]:%Y-%m-%d %H:%M}, and no row of the column tells which; give the "
+                "format (--time-format, YAML time_format)"
+            )
+    return first.astype("int64").to_numpy()
+
+
+def _raise_unparsed(
+    path: Path,
+    col: str,
+    values: np.ndarray,
+    line_nos: np.ndarray,
+    rows: np.ndarray,
+    dates: pd.Series,
+) -> None:
+    """DataError for a date column no single format reads: name a row no format reads, or, when
+    every row is some date, two rows in different formats."""
+    ok = {fmt: _dates(dates, fmt).notna().to_numpy() for fmt in DATE_FORMATS}
+    best = max(ok, key=lambda f: int(ok[f].sum()))
+    readable = np.logical_or.reduce(list(ok.values()))
+    if not readable.all():
+        row = int(rows[np.flatnonzero(~readable)[0]])
+        raise DataError(
+            f"{path}, line {line_nos[row]}: timestamp {values[row]!r} in column {col!r} is "
+            "neither a number nor a date; expected e.g. 1367193600 or 2013-04-29T00:00:00 "
+            "(or give the format: --time-format, YAML time_format)"
+        )
+    good, bad = int(rows[np.flatnonzero(ok[best])[0]]), int(rows[np.flatnonzero(~ok[best])[0]])
+    raise DataError(
+        f"{path}, line {line_nos[bad]}: timestamp {values[bad]!r} in column {col!r} is in another "
+        f"date format than line {line_nos[good]} ({values[good]!r}); expected one format for the "
+        "whole column (or give it: --time-format, YAML time_format)"
+    )
 
 
 def read_interaction_table(
@@ -332,20 +447,27 @@ def read_interaction_table(
     user_col: str | None = None,
     item_col: str | None = None,
     time_col: str | None = None,
+    time_format: str | None = None,
 ) -> SequenceData:
     """Read an interaction table (CSV, TSV or RecBole ``.inter``) into per-user sequences.
 
     The first non-blank line is the header. RecBole type suffixes such as ``:token`` or
-    ``:float`` are stripped from column names. Cells are stripped of surrounding whitespace;
+    ``:float`` are stripped from column names. Cells are stripped of surrounding spaces and tabs;
     double quotes follow CSV rules. Rows are ordered by timestamp within each user; rows with
     equal timestamps keep file order (stable sort). Users keep the order of their first row.
-    Timestamps are numbers (any unit) or dates (ISO 8601 or other common formats), not a mix.
+    Timestamps are numbers (any unit; ordered exactly, even beyond int64) or dates, not a mix.
+    A date column is read with one format for all its rows: ``time_format`` when given, else
+    the one format of :data:`DATE_FORMATS` (ISO 8601, ``2017/01/12``, ``12 Jan 2017``,
+    day-first ``12.01.2017 17:18``, month-first ``01/12/2017``, ...) that reads every row; a
+    column that two formats read differently (``01.02.2017`` and nothing after the 12th) is
+    refused as ambiguous.
 
     Args:
         path: the table; separator from the extension (``.csv`` → ``,``; ``.tsv``, ``.inter``,
             ``.txt`` → tab) unless ``sep`` is given.
         user_col, item_col, time_col: column names; by default the first present of common names
             (``user_id``/``user``, ``item_id``/``item``, ``timestamp``/``time``), any case.
+        time_format: strptime format of every timestamp, e.g. ``"%d.%m.%Y %H:%M"``.
 
     Returns:
         :class:`SequenceData` with ``[U]`` users and one item per row ``[n_interactions]``.
@@ -353,7 +475,8 @@ def read_interaction_table(
     Raises:
         DataError: unreadable, empty or binary file, header only, a missing column, a row with
             the wrong number of fields, an empty cell, a timestamp that is neither a number
-            nor a date. The message names the file and line.
+            nor a date, a date column in several or ambiguous formats, a user or item id with a
+            whitespace character other than space and tab. The message names the file and line.
     """
     path = Path(path)
     if sep is None:
@@ -369,7 +492,7 @@ def read_interaction_table(
     try:
         for row in reader:
             first, last = last + 1, reader.line_num
-            if len(row) <= 1 and not "".join(row).strip():
+            if len(row) <= 1 and not "".join(row).strip(" \t"):
                 blank.append(first)
                 continue
             header, header_line = [c.split(":", 1)[0].strip() for c in row], first
@@ -385,7 +508,7 @@ def read_interaction_table(
             if len(row) == n_cols:
                 rows.append(row)
                 line_nos.append(first)
-            elif len(row) <= 1 and not "".join(row).strip():
+            elif len(row) <= 1 and not "".join(row).strip(" \t"):
                 blank.append(first)
             else:
                 raise DataError(
@@ -403,7 +526,11 @@ def read_interaction_table(
     lines = np.array(line_nos, dtype=np.int64)
     cols = {}
     for name, c in (("user", u), ("item", i), ("timestamp", t)):
-        values = np.array([r[c].strip() for r in rows], dtype=object)
+        values = np.array([r[c].strip(" \t") for r in rows], dtype=object)
+        if name != "timestamp":
+            for row, cell in enumerate(values):
+                if _ODD_SPACE.search(cell):
+                    _check_spaces(path, int(lines[row]), cell, expected)
         empty = np.flatnonzero(values == "")
         if empty.size:
             raise DataError(
@@ -411,7 +538,7 @@ def read_interaction_table(
                 f"expected a {name} for every row"
             )
         cols[name] = values
-    ts = _parse_times(path, header[t], cols["timestamp"], lines)
+    ts = _parse_times(path, header[t], cols["timestamp"], lines, time_format)
     # Users in order of first appearance; within a user, by time, ties in file order.
     codes, uniques = pd.factorize(cols["user"])
     order = np.lexsort((np.arange(len(rows)), ts, codes))

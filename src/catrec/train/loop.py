@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from catrec import __version__
 from catrec.adversarial.cascade import MEAN_TOL, cascade_effect, cascade_weights
-from catrec.config import Config, to_yaml
-from catrec.data import SplitData, leave_one_out, read_dataset, resolve_dataset
+from catrec.config import Config, table_options, to_yaml
+from catrec.data import SequenceData, SplitData, leave_one_out, read_dataset, resolve_dataset
 from catrec.errors import ConfigError, DataError, RunError
 from catrec.evaluate import evaluate_ranking
 from catrec.metrics.ranking import NumericalError
@@ -42,6 +42,7 @@ from catrec.models import build_model
 from catrec.models.base import SequentialRecommender
 from catrec.run import (
     check_compatible,
+    check_config,
     checkpoint_header,
     dataset_file,
     load_checkpoint,
@@ -371,14 +372,33 @@ def selects_adversarial(config: Config) -> bool:
 
 
 def load_split(config: Config, run_dir: str | Path | None = None) -> SplitData:
-    """Resolve, read and split the run's dataset; for an existing run folder, the file recorded
-    in its ``run.json`` (see :func:`catrec.run.dataset_file`)."""
+    """Resolve, read and split the run's dataset (with the config's table options); for an
+    existing run folder, the file recorded in its ``run.json`` (see
+    :func:`catrec.run.dataset_file`)."""
+    return leave_one_out(read_config_dataset(config, run_dir), config.max_len)
+
+
+def read_config_dataset(config: Config, run_dir: str | Path | None = None) -> SequenceData:
+    """Resolve and read the config's dataset with its table options (column names, time format);
+    for an existing run folder, the file recorded in its ``run.json``.
+
+    Raises:
+        ConfigError: table options given for a sequence file.
+    """
     path = dataset_file(Path(run_dir), config) if run_dir else resolve_dataset(config.dataset)
-    return leave_one_out(read_dataset(path), config.max_len)
+    options = table_options(config)
+    if options and path.suffix.lower() not in {".csv", ".tsv", ".inter"}:
+        keys = ", ".join(f"--{k.replace('_', '-')}" for k in options)
+        raise ConfigError(
+            f"{keys}: only for interaction tables (.csv, .tsv, .inter); {path} is a sequence file"
+        )
+    return read_dataset(path, **options)
 
 
 class _SignalGuard:
-    """Turns SIGINT / SIGTERM into a flag checked between steps (restored on exit)."""
+    """Turns the first SIGINT / SIGTERM into a flag checked between steps; the previous handlers
+    come back right away, so a second Ctrl-C stops at once (KeyboardInterrupt). All handlers are
+    restored on exit."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -394,6 +414,8 @@ class _SignalGuard:
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -605,6 +627,7 @@ class Trainer:
             not resume
             and self.run_dir.exists()
             and ((self.run_dir / "run.json").exists() or (self.run_dir / "last.pt").exists())
+            and not self._failed_before_any_checkpoint()
         ):
             raise RunError(
                 f"{self.run_dir} already holds a run; use --resume to continue it or choose "
@@ -616,7 +639,37 @@ class Trainer:
                 "epoch or on Ctrl-C); start the run again with a fresh --out"
             )
         with run_lock(self.run_dir):
-            return self._fit(resume, Path(warmup_from) if warmup_from else None)
+            if not resume and self._failed_before_any_checkpoint():
+                for name in ("run.json", "log.json"):  # a fresh start, not a continuation
+                    (self.run_dir / name).unlink(missing_ok=True)
+            try:
+                return self._fit(resume, Path(warmup_from) if warmup_from else None)
+            except Interrupted:
+                raise  # status "interrupted" is set where the checkpoint is written
+            except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this step
+                self._final_status("interrupted")
+                raise
+            except BaseException:
+                self._final_status("failed")
+                raise
+
+    def _final_status(self, status: str) -> None:
+        """Record how the run ended, unless it never started (no run.json) or already ended."""
+        path = self.run_dir / "run.json"
+        with contextlib.suppress(Exception):  # never hide the error being raised
+            if path.exists() and read_json(path, dict).get("status") == "running":
+                self._update_meta(status=status)
+
+    def _failed_before_any_checkpoint(self) -> bool:
+        """True for a folder whose run failed before writing ``last.pt``: nothing to resume, so
+        a new run may start there."""
+        path = self.run_dir / "run.json"
+        if (self.run_dir / "last.pt").exists() or not path.exists():
+            return False
+        try:
+            return read_json(path, dict).get("status") == "failed"
+        except RunError:
+            return False
 
     def _fit(self, resume: bool, warmup_from: Path | None = None) -> dict[str, Any]:
         cfg = self.config
@@ -817,6 +870,7 @@ class Trainer:
         path = self.run_dir / "last.pt"
         ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("last.pt"))
         check_compatible(ckpt, self.config, self.split.n_items, path)
+        check_config(ckpt, self.config, path)
         try:
             self.model.load_state_dict(ckpt["model_state"])
             optimizer.load_state_dict(ckpt["optimizer_state"])
@@ -881,22 +935,26 @@ def warn_if_unfinished(run_dir: Path, meta: dict[str, Any], config: Config, ckpt
 
 
 def load_model(
-    run_dir: str | Path, split: SplitData | None = None
+    run_dir: str | Path, split: SplitData | None = None, checkpoint: str = "best"
 ) -> tuple[Config, SplitData, SequentialRecommender]:
-    """Config, split data and best model of a finished (or running) run folder.
+    """Config, split data and best (or, with ``checkpoint="last"``, latest) model of a finished
+    (or running) run folder.
 
     Raises:
-        RunError: missing, corrupted or incompatible checkpoint.
+        RunError: missing, corrupted or incompatible checkpoint, or a config.yaml edited since.
     """
+    if checkpoint not in ("best", "last"):
+        raise ConfigError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     split = split if split is not None else load_split(config, run_dir)
     meta = read_json(run_dir / "run.json", dict) if (run_dir / "run.json").exists() else {}
     check_dataset(meta, split, run_dir)
-    path = run_dir / "best.pt"
-    ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("best.pt"))
+    path = run_dir / f"{checkpoint}.pt"
+    ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get(path.name))
     check_compatible(ckpt, config, split.n_items, path)
     warn_if_unfinished(run_dir, meta, config, path)
+    check_config(ckpt, config, path)
     model = build_model(config, split.n_items)
     try:
         model.load_state_dict(ckpt["model_state"])
@@ -912,29 +970,42 @@ def load_model(
 
 
 def evaluate_run(
-    run_dir: str | Path, *, split: SplitData | None = None, progress: bool = False
+    run_dir: str | Path,
+    *,
+    split: SplitData | None = None,
+    splits: tuple[str, ...] = ("valid", "test"),
+    checkpoint: str = "best",
+    mask_history: bool | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a run's best checkpoint on validation and test; rewrite ``metrics.json``.
+    """Evaluate a run's checkpoint; with the defaults, rewrite ``metrics.json``.
 
-    The weights are always reloaded from ``best.pt``, so that ``catrec evaluate`` reproduces the
-    numbers stored at the end of training exactly.
+    The weights are always reloaded from the checkpoint, so that ``catrec evaluate`` reproduces
+    the numbers stored at the end of training exactly. Any other choice (``splits``, the ``last``
+    checkpoint, ``mask_history`` other than the run's) is returned but not written: metrics.json
+    always holds the run's own evaluation.
     """
     run_dir = Path(run_dir)
-    config, split, model = load_model(run_dir, split)
+    bad = [s for s in splits if s not in ("valid", "test")]
+    if bad or not splits:
+        raise ConfigError(f"splits must be 'valid' and/or 'test', got {list(splits)}")
+    config, split, model = load_model(run_dir, split, checkpoint)
+    mask = config.mask_history if mask_history is None else mask_history
     kw = dict(
         batch_size=config.eval_batch_size,
-        mask_history=config.mask_history,
+        mask_history=mask,
         device=next(model.parameters()).device,
         progress=progress,
     )
-    metrics = {
-        "valid": evaluate_ranking(
-            model, split.valid_inputs, split.valid_targets, desc="valid (best.pt)", **kw
-        ),
-        "test": evaluate_ranking(
-            model, split.test_inputs, split.test_targets, desc="test (best.pt)", **kw
-        ),
+    data = {
+        "valid": (split.valid_inputs, split.valid_targets),
+        "test": (split.test_inputs, split.test_targets),
     }
+    metrics: dict[str, Any] = {
+        s: evaluate_ranking(model, *data[s], desc=f"{s} ({checkpoint}.pt)", **kw) for s in splits
+    }
+    if set(splits) != {"valid", "test"} or checkpoint != "best" or mask != config.mask_history:
+        return metrics
     path = run_dir / "metrics.json"
     old = read_json(path, dict) if path.exists() else {}
     meta = read_json(run_dir / "run.json", dict) if (run_dir / "run.json").exists() else {}
