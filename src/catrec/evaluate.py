@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from catrec.metrics.ranking import DEFAULT_KS, RankingAccumulator, ranks_from_scores
+from catrec.metrics.ranking import (
+    DEFAULT_KS,
+    NumericalError,
+    RankingAccumulator,
+    ranks_from_scores,
+)
 from catrec.models.base import SequentialRecommender, trim_padding
 
 
@@ -36,6 +41,24 @@ def score_users(
     """Masked next-item scores ``[B, n_items + 1]`` for input sequences ``inputs [B, L]``."""
     ids = trim_padding(inputs)
     return mask_scores(model.predict(ids), ids, mask_history)
+
+
+def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best columns of masked ``scores [B, V]``, best first: ``(ids [B, k], scores)``.
+
+    Ties are listed by item index (a stable sort), so the list is deterministic; the item at
+    position ``j`` has the pessimistic rank :func:`~catrec.metrics.ranking.ranks_from_scores`
+    gives it (``j + 1``) whenever its score is not tied. Masked columns (``-inf``) may appear when
+    fewer than ``k`` columns are unmasked; callers drop them. ``k`` is capped at ``V``.
+
+    Raises:
+        catrec.metrics.ranking.NumericalError: any score is NaN.
+    """
+    if torch.isnan(scores).any():
+        raise NumericalError("model produced NaN scores")
+    values, ids = torch.sort(scores, dim=1, descending=True, stable=True)
+    k = min(k, scores.shape[1])
+    return ids[:, :k], values[:, :k]
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
     RUN_DIR/config.yaml     the full resolved config
     RUN_DIR/items.json      raw item id of each item index (index 0 = padding)
+    RUN_DIR/popularity.json training-part count of each item index (the serving fallback)
     RUN_DIR/cascade.npz     cascade weights used by the run (adversarial modes)
     RUN_DIR/best.pt         best model weights (by validation NDCG@10)
     RUN_DIR/last.pt         full training state after the last finished epoch (for --resume)
@@ -26,6 +27,8 @@ import torch
 from catrec import __version__
 from catrec.config import Config, load_yaml, make_config
 from catrec.errors import RunError
+from catrec.models import build_model
+from catrec.models.base import SequentialRecommender
 from catrec.utils import sha256_file
 
 CHECKPOINT_FORMAT = 1
@@ -112,3 +115,24 @@ def checkpoint_header(config: Config, n_items: int) -> dict[str, Any]:
         "model": config.model,
         "n_items": n_items,
     }
+
+
+def load_weights(
+    run_dir: Path, config: Config, n_items: int, meta: dict[str, Any], name: str = "best.pt"
+) -> SequentialRecommender:
+    """The model of ``config`` with the weights of ``RUN_DIR/name`` loaded, on the CPU.
+
+    ``meta`` is the run's ``run.json``; the checkpoint's sha256 recorded there is verified.
+
+    Raises:
+        RunError: missing, corrupted or incompatible checkpoint.
+    """
+    path = Path(run_dir) / name
+    ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get(name))
+    check_compatible(ckpt, config, n_items, path)
+    model = build_model(config, n_items)
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as exc:
+        raise RunError(f"{path}: weights do not fit the configured model: {exc}") from exc
+    return model

@@ -29,7 +29,13 @@ from tqdm.auto import tqdm
 from catrec import __version__
 from catrec.adversarial.cascade import cascade_effect, cascade_weights
 from catrec.config import Config, to_yaml
-from catrec.data import SplitData, leave_one_out, read_dataset, resolve_dataset
+from catrec.data import (
+    SplitData,
+    leave_one_out,
+    read_dataset,
+    resolve_dataset,
+    training_popularity,
+)
 from catrec.errors import ConfigError, DataError, RunError
 from catrec.evaluate import evaluate_ranking
 from catrec.metrics.ranking import NumericalError
@@ -40,6 +46,7 @@ from catrec.run import (
     checkpoint_header,
     load_checkpoint,
     load_run_config,
+    load_weights,
     read_json,
 )
 from catrec.train.objectives import Batch, Objective
@@ -362,6 +369,9 @@ class Trainer:
         atomic_write_json(
             self.run_dir / "items.json", [str(t) for t in self.split.data.item_tokens]
         )
+        atomic_write_json(
+            self.run_dir / "popularity.json", training_popularity(self.split).tolist()
+        )
         self._update_meta(
             catrec_version=__version__,
             torch_version=torch.__version__,
@@ -613,14 +623,7 @@ def load_model(
     split = split if split is not None else load_split(config)
     meta = read_json(run_dir / "run.json", dict) if (run_dir / "run.json").exists() else {}
     check_dataset(meta, split, run_dir)
-    path = run_dir / "best.pt"
-    ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get("best.pt"))
-    check_compatible(ckpt, config, split.n_items, path)
-    model = build_model(config, split.n_items)
-    try:
-        model.load_state_dict(ckpt["model_state"])
-    except RuntimeError as exc:
-        raise RunError(f"{path}: weights do not fit the configured model: {exc}") from exc
+    model = load_weights(run_dir, config, split.n_items, meta)
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         warnings.warn(
