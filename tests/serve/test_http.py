@@ -83,7 +83,9 @@ def test_micro_batcher_scores_concurrent_requests_in_one_pass(rec):
         batcher = MicroBatcher(rec, max_batch=64, wait_ms=20)
         await batcher.start()
         try:
-            jobs = [batcher.submit([[f"i{i + 1}", f"i{i + 2}"]], 2 + i % 3, True) for i in range(10)]
+            jobs = [
+                batcher.submit([[f"i{i + 1}", f"i{i + 2}"]], 2 + i % 3, True) for i in range(10)
+            ]
             out = await asyncio.gather(*jobs)
         finally:
             await batcher.stop()
