@@ -58,7 +58,8 @@ def example_input(model: SequentialRecommender) -> Tensor:
     return x
 
 
-def _trace(module: ScoringModule, example: Tensor) -> torch.jit.ScriptModule:
+def _torchscript_bytes(module: ScoringModule, example: Tensor) -> bytes:
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         # expected: shape-dependent Python values become constants (L is fixed), and
         # torch.jit.trace is deprecated in favour of torch.export, which cannot yet export
@@ -66,7 +67,8 @@ def _trace(module: ScoringModule, example: Tensor) -> torch.jit.ScriptModule:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad():
-            return torch.jit.trace(module, example, check_trace=False)
+            torch.jit.save(torch.jit.trace(module, example, check_trace=False), buf)
+    return buf.getvalue()
 
 
 def _fix_bool_eyelike(model: Any) -> None:
@@ -160,9 +162,7 @@ def export_model(
     module = ScoringModule(rec.model, exclude_history)
     example = example_input(rec.model)
     if fmt == "torchscript":
-        buf = io.BytesIO()
-        torch.jit.save(_trace(module, example), buf)
-        data = buf.getvalue()
+        data = _torchscript_bytes(module, example)
     else:
         data = _onnx_bytes(module, example)
     path = out_dir / FORMATS[fmt]
