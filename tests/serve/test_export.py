@@ -44,11 +44,12 @@ def test_torchscript_top10_equals_catrec(model, tiny_run, tiny_runs, tiny_data, 
 
 @pytest.mark.parametrize("model", ["sasrec", "bert4rec"])
 def test_onnx_top10_equals_catrec(model, tiny_run, tiny_runs, tiny_data, tmp_path):
-    onnx = pytest.importorskip("onnx")
+    import onnx  # test extras: onnx, onnxruntime
+    import onnxruntime as ort
+
     run = tiny_run if model == "sasrec" else tiny_runs[model]
     path = export_model(run, "onnx", tmp_path)
     onnx.checker.check_model(onnx.load(str(path)))
-    ort = pytest.importorskip("onnxruntime")
     rec = catrec.load(run)
     windows, want = _inputs(rec, tiny_data)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
