@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,7 +243,7 @@ def create_app(recommender: Recommender, limits: ServerLimits | None = None) -> 
         finally:
             await batcher.stop()
 
-    info = recommender.info
+    info = {k: v for k, v in recommender.info.items() if k != "run_dir"}  # no server paths
     app = FastAPI(
         title="catrec recommender",
         version=str(info.get("catrec_version", "")),
@@ -282,7 +283,7 @@ def create_app(recommender: Recommender, limits: ServerLimits | None = None) -> 
         """The served run (model, dataset hash, git commit, item count) and the server limits."""
         return {
             **info,
-            "limits": limits.__dict__,
+            "limits": dataclasses.asdict(limits),
             "forward_passes": batcher.batches,
         }
 
