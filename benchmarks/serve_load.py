@@ -2,10 +2,11 @@
 
 Not a test: run it by hand. It starts ``catrec serve RUN_DIR`` as a subprocess on a free
 127.0.0.1 port, sends a fixed number of requests from ``--threads`` client threads for each
-scenario (one history per request, then ``--batch`` histories per request), and reports requests
+scenario (one history per request from one thread, then from all threads, then ``--batch``
+histories per request from all threads), and reports requests
 and histories per second and the p50 / p99 request latency. Nothing leaves the machine.
 
-    python benchmarks/serve_load.py /tmp/serve-beauty-run --threads 16 --requests 2000
+    python benchmarks/serve_load.py /tmp/serve-beauty-run --threads 16 --requests 2000 --batch 32
 
 Histories are drawn (seeded) from the run's own items, with lengths uniform in 1..max_len, so no
 dataset file is needed. The server is always stopped at the end.
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16, help="client threads")
     parser.add_argument("--requests", type=int, default=2000, help="requests per scenario")
     parser.add_argument("--batch", type=int, default=32, help="histories per batched request")
+    parser.add_argument("--batch-requests", type=int, default=200, help="batched requests")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument(
         "--server-threads",
@@ -136,8 +138,9 @@ def main() -> None:
                 client.post("/recommend", json={"history": h, "k": args.k})
         n = args.requests
         single = [{"history": histories[i % len(histories)], "k": args.k} for i in range(n)]
+        rows.append(_scenario(url, single[: args.requests // 10], 1, "single, 1 thread", 1))
         rows.append(_scenario(url, single, args.threads, "single", 1))
-        n_batched = max(n // args.batch, args.threads)
+        n_batched = args.batch_requests
         batched = [
             {
                 "histories": [
@@ -156,10 +159,11 @@ def main() -> None:
             proc.kill()
             proc.wait()
 
-    cols = ["scenario", "requests", "requests_per_s", "histories_per_s", "p50_ms", "p99_ms"]
-    print(" | ".join(f"{c:>15}" for c in cols))
+    cols = ["scenario", "client_threads", "requests", "requests_per_s", "histories_per_s"]
+    cols += ["p50_ms", "p99_ms"]
+    print(" | ".join(f"{c:>16}" for c in cols))
     for r in rows:
-        print(" | ".join(f"{r[c]!s:>15}" for c in cols))
+        print(" | ".join(f"{r[c]!s:>16}" for c in cols))
     load = os.getloadavg()
     atomic_write_json(
         args.json,
