@@ -1,4 +1,5 @@
-"""The ``catrec`` command line: ``data stats``, ``train``, ``evaluate``.
+"""The ``catrec`` command line: ``data stats``, ``train``, ``evaluate``, ``robustness``,
+``compare``, and ``recommend``, ``serve``, ``export`` to use a trained model.
 
 Exit status: 0 on success, 2 on bad usage or bad input (one clear line on stderr), 1 on other
 failures, 130 when training was interrupted and checkpointed.
@@ -544,6 +545,215 @@ def tune(
     device_list = _split_list(devices, "--devices") if devices else []
     run_tune(out, base, mode_list, trials, workers=workers, devices=device_list, progress=not quiet)
     click.echo(f"written: {Path(out) / 'tune.json'}, {Path(out) / 'study.db'}")
+
+
+_CHECKPOINT = click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="weights to use",
+)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--history", help='raw item ids, oldest first, space-separated: "i1 i2 i3"')
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False),
+    help='JSON Lines file of {"user": ..., "history": [...]} objects',
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    help="JSON Lines output for --input [default: stdout]",
+)
+@click.option("--k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--include-history",
+    is_flag=True,
+    help="allow items of the history in the list (default: excluded, as in evaluation)",
+)
+@click.option("--strict", is_flag=True, help="reject unknown item ids instead of dropping them")
+@click.option("--json", "as_json", is_flag=True, help="--history: print JSON instead of a table")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@_CHECKPOINT
+def recommend(
+    run_dir: str,
+    history: str | None,
+    input_path: str | None,
+    output_path: str | None,
+    k: int,
+    include_history: bool,
+    strict: bool,
+    as_json: bool,
+    quiet: bool,
+    checkpoint: str,
+) -> None:
+    """Top-K items for a history of raw item ids (--history) or a JSONL file of them (--input).
+
+    Needs only RUN_DIR (no dataset file). Unknown ids are dropped with a warning (--strict:
+    rejected); a history without known items gets the most popular training items (fallback).
+    Example: catrec recommend runs/beauty-sasrec-cat-seed0 --history "12 845 77" --k 10
+    """
+    from catrec.serve import load
+    from catrec.serve.jsonl import recommend_file
+
+    if (history is None) == (input_path is None):
+        raise click.UsageError("give exactly one of --history and --input")
+    if output_path is not None and input_path is None:
+        raise click.UsageError("--output goes with --input")
+    rec = load(run_dir, checkpoint)
+    if input_path is not None:
+        counts = recommend_file(
+            rec,
+            input_path,
+            output_path,
+            k,
+            exclude_history=not include_history,
+            strict=strict,
+            progress=not quiet,
+        )
+        if output_path is not None:
+            click.echo(
+                f"{counts['histories']} histories ({counts['fallback']} fallback) written to "
+                f"{output_path}",
+                err=True,
+            )
+        return
+    result = rec.recommend(history.split(), k, not include_history, strict=strict)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    if result.fallback:
+        click.echo("no known item in the history: the most popular training items", err=True)
+    click.echo(f"{'rank':>4}  {'item':<20} {'count' if result.fallback else 'score':>10}")
+    for rank, (item, score) in enumerate(result, start=1):
+        click.echo(f"{rank:>4}  {item:<20} {score:>10.4f}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@_CHECKPOINT
+@click.option("--max-history", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--max-k", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--max-histories",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="most histories in one batch request",
+)
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="most histories scored in one forward pass (micro-batching)",
+)
+@click.option(
+    "--batch-wait-ms",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="how long to collect concurrent requests into one forward pass",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads [default: torch's]")
+@click.option(
+    "--root-path", default="", help="path prefix the app is mounted at behind a proxy (/recs)"
+)
+@click.option(
+    "--proxy-headers",
+    is_flag=True,
+    help="trust X-Forwarded-For / -Proto from --forwarded-allow-ips",
+)
+@click.option(
+    "--forwarded-allow-ips", default=None, help="proxy addresses trusted for --proxy-headers"
+)
+@click.option("--no-access-log", is_flag=True, help="do not log every request")
+def serve(
+    run_dir: str,
+    host: str,
+    port: int,
+    checkpoint: str,
+    max_history: int,
+    max_k: int,
+    max_histories: int,
+    max_body_bytes: int,
+    max_batch: int,
+    batch_wait_ms: float,
+    threads: int | None,
+    root_path: str,
+    proxy_headers: bool,
+    forwarded_allow_ips: str | None,
+    no_access_log: bool,
+) -> None:
+    """Serve RUN_DIR over HTTP: POST /recommend, GET /health, GET /info, docs at /docs.
+
+    Binds to loopback (127.0.0.1) unless --host says otherwise; put a reverse proxy in front to
+    expose it (see the README). Example: catrec serve runs/beauty-sasrec-cat-seed0 --port 8000
+    """
+    import torch
+
+    from catrec.serve import load
+    from catrec.serve.http import ServerLimits
+    from catrec.serve.http import serve as run_server
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    limits = ServerLimits(
+        max_history=max_history,
+        max_k=max_k,
+        max_histories=max_histories,
+        max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+    )
+    rec = load(run_dir, checkpoint)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"catrec: note: listening on {host}, not only on loopback", err=True)
+    run_server(
+        rec,
+        host=host,
+        port=port,
+        limits=limits,
+        root_path=root_path,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+        access_log=not no_access_log,
+    )
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["torchscript", "onnx"]), required=True, help="format"
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="output folder [default: RUN_DIR/export]"
+)
+@click.option("--include-history", is_flag=True, help="do not mask the history items in the scores")
+@_CHECKPOINT
+def export_cmd(
+    run_dir: str, fmt: str, out: str | None, include_history: bool, checkpoint: str
+) -> None:
+    """Export RUN_DIR's model for serving outside Python (TorchScript or ONNX).
+
+    Writes the model (int64 item_ids [B, max_len], left-padded -> float32 scores
+    [B, n_items + 1], masked with -inf), items.json and export.json (the conventions).
+    """
+    from catrec.serve.export import export_model
+
+    path = export_model(
+        run_dir, fmt, out, checkpoint=checkpoint, exclude_history=not include_history
+    )
+    click.echo(f"written: {path} (with items.json and export.json)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
     RUN_DIR/config.yaml     the full resolved config
     RUN_DIR/items.json      raw item id of each item index (index 0 = padding)
+    RUN_DIR/popularity.json training-part count of each item index (the serving fallback)
     RUN_DIR/cascade.npz     cascade weights used by the run (adversarial modes)
     RUN_DIR/best.pt         best model weights (by validation NDCG@10)
     RUN_DIR/last.pt         full training state after the last finished epoch (for --resume)
@@ -30,6 +31,8 @@ from catrec import __version__
 from catrec.config import Config, config_changes, config_sha256, load_yaml, make_config
 from catrec.data.registry import DATASETS, resolve_dataset
 from catrec.errors import DataError, RunError
+from catrec.models import build_model
+from catrec.models.base import SequentialRecommender
 from catrec.utils import sha256_file
 
 CHECKPOINT_FORMAT = 1
@@ -186,3 +189,25 @@ def check_config(ckpt: dict[str, Any], config: Config, path: Path) -> None:
             f"({'; '.join(changes)}); restore those values, or start a new run with --config "
             "and another --out"
         )
+
+
+def load_weights(
+    run_dir: Path, config: Config, n_items: int, meta: dict[str, Any], name: str = "best.pt"
+) -> SequentialRecommender:
+    """The model of ``config`` with the weights of ``RUN_DIR/name`` loaded, on the CPU.
+
+    ``meta`` is the run's ``run.json``; the checkpoint's sha256 recorded there is verified.
+
+    Raises:
+        RunError: missing, corrupted or incompatible checkpoint, or a config.yaml edited since.
+    """
+    path = Path(run_dir) / name
+    ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get(name))
+    check_compatible(ckpt, config, n_items, path)
+    check_config(ckpt, config, path)
+    model = build_model(config, n_items)
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as exc:
+        raise RunError(f"{path}: weights do not fit the configured model: {exc}") from exc
+    return model

@@ -8,7 +8,7 @@ from catrec.data.readers import (
     write_sequence_file,
 )
 from catrec.data.registry import resolve_dataset
-from catrec.data.split import SplitData, leave_one_out, windows
+from catrec.data.split import SplitData, leave_one_out, training_popularity, windows
 from catrec.data.stats import dataset_stats
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "read_interaction_table",
     "read_sequence_file",
     "resolve_dataset",
+    "training_popularity",
     "windows",
     "write_sequence_file",
 ]

@@ -138,3 +138,18 @@ def leave_one_out(data: SequenceData, max_len: int = 50) -> SplitData:
         test_targets=items[ends - 1].copy(),
         n_dropped=n_dropped,
     )
+
+
+def training_popularity(split: SplitData) -> np.ndarray:
+    """Occurrences of each item in all users' training parts, ``[n_items + 1]`` (0 for padding).
+
+    The training part of a user is the whole sequence but its last two items (validation and test
+    targets), not only the ``max_len + 1`` most recent items kept in ``split.train_seq``.
+    """
+    data = split.data
+    lengths = data.lengths
+    pos = np.arange(data.n_interactions) - np.repeat(data.offsets[:-1], lengths)
+    keep = pos < np.repeat(lengths - 2, lengths)
+    counts = np.bincount(data.items[keep], minlength=split.n_items + 1).astype(np.int64)
+    counts[0] = 0
+    return counts

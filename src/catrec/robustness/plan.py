@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catrec.data import SplitData
+from catrec.data import SplitData, training_popularity
 from catrec.errors import ConfigError, RunError
 from catrec.utils import atomic_write_bytes, sha256_arrays
 
@@ -105,21 +105,6 @@ def select_columns(
         raise ConfigError(f"unknown position {position!r} (choose from {', '.join(POSITIONS)})")
     cols = (start + offset)[:, None] + np.arange(k)[None, :]  # [U, k]
     return np.where((n >= k)[:, None], cols, -1).astype(np.int64)
-
-
-def training_popularity(split: SplitData) -> np.ndarray:
-    """Occurrences of each item in all users' training parts, ``[n_items + 1]`` (0 for padding).
-
-    The training part of a user is the whole sequence but its last two items (validation and test
-    targets), not only the ``max_len + 1`` most recent items kept in ``split.train_seq``.
-    """
-    data = split.data
-    lengths = data.lengths
-    pos = np.arange(data.n_interactions) - np.repeat(data.offsets[:-1], lengths)
-    keep = pos < np.repeat(lengths - 2, lengths)
-    counts = np.bincount(data.items[keep], minlength=split.n_items + 1).astype(np.int64)
-    counts[0] = 0
-    return counts
 
 
 def _sample_excluding(

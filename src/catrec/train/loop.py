@@ -34,7 +34,14 @@ from tqdm.auto import tqdm
 from catrec import __version__
 from catrec.adversarial.cascade import MEAN_TOL, cascade_effect, cascade_weights
 from catrec.config import Config, table_options, to_yaml
-from catrec.data import SequenceData, SplitData, leave_one_out, read_dataset, resolve_dataset
+from catrec.data import (
+    SequenceData,
+    SplitData,
+    leave_one_out,
+    read_dataset,
+    resolve_dataset,
+    training_popularity,
+)
 from catrec.errors import ConfigError, DataError, RunError
 from catrec.evaluate import evaluate_ranking
 from catrec.metrics.ranking import NumericalError
@@ -47,6 +54,7 @@ from catrec.run import (
     dataset_file,
     load_checkpoint,
     load_run_config,
+    load_weights,
     read_json,
 )
 from catrec.train.objectives import Batch, Objective
@@ -511,6 +519,9 @@ class Trainer:
         atomic_write_json(
             self.run_dir / "items.json", [str(t) for t in self.split.data.item_tokens]
         )
+        atomic_write_json(
+            self.run_dir / "popularity.json", training_popularity(self.split).tolist()
+        )
         self._update_meta(
             catrec_version=__version__,
             torch_version=torch.__version__,
@@ -951,15 +962,8 @@ def load_model(
     meta = read_json(run_dir / "run.json", dict) if (run_dir / "run.json").exists() else {}
     check_dataset(meta, split, run_dir)
     path = run_dir / f"{checkpoint}.pt"
-    ckpt = load_checkpoint(path, meta.get("checkpoints", {}).get(path.name))
-    check_compatible(ckpt, config, split.n_items, path)
     warn_if_unfinished(run_dir, meta, config, path)
-    check_config(ckpt, config, path)
-    model = build_model(config, split.n_items)
-    try:
-        model.load_state_dict(ckpt["model_state"])
-    except RuntimeError as exc:
-        raise RunError(f"{path}: weights do not fit the configured model: {exc}") from exc
+    model = load_weights(run_dir, config, split.n_items, meta, path.name)
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         warnings.warn(
