@@ -46,9 +46,14 @@ def score_users(
     that an item the model never saw cannot change the ranking through the mask.
     """
     ids = trim_padding(inputs)
+    return mask_scores(model.predict(ids), items_read(model, ids), mask_history)
+
+
+def items_read(model: SequentialRecommender, ids: Tensor) -> Tensor:
+    """The items the model reads for ``ids [B, W]``, ``[B, W']`` (0 = none): its
+    ``prediction_input`` with the mask token removed; these are the history the ranking masks."""
     read = model.prediction_input(ids)  # [B, W']
-    seen = torch.where(read > model.n_items, 0, read)  # the mask token is no item
-    return mask_scores(model.predict(ids), seen, mask_history)
+    return torch.where(read > model.n_items, 0, read)
 
 
 def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -173,16 +173,22 @@ def dataset_file(run_dir: Path, config: Config) -> Path:
     )
 
 
+#: Config keys a run may change after a checkpoint: where its data lives (the content is checked
+#: by its sha256 separately) and the device it runs on.
+MOVABLE_KEYS = frozenset({"dataset", "device"})
+
+
 def check_config(ckpt: dict[str, Any], config: Config, path: Path) -> None:
     """Raise :class:`RunError` if ``config`` differs from the config the checkpoint was written
     with (checkpoints from before catrec recorded it are not checked).
 
-    The message names every changed key with its stored and current value.
+    The message names every changed key with its stored and current value; the keys of
+    :data:`MOVABLE_KEYS` may change.
     """
     stored = ckpt.get("config")
     if not isinstance(stored, dict) or ckpt.get("config_sha256") == config_sha256(config):
         return
-    changes = config_changes(stored, config)
+    changes = [c for c in config_changes(stored, config) if c.split(":")[0] not in MOVABLE_KEYS]
     if changes:
         raise RunError(
             f"{path}: the run's config.yaml was changed after this checkpoint was written "

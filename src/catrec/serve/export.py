@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from catrec.errors import CatrecError, RunError
-from catrec.evaluate import mask_scores
+from catrec.evaluate import items_read, mask_scores
 from catrec.models.base import SequentialRecommender
 from catrec.serve.recommender import load
 from catrec.utils import atomic_write_bytes, atomic_write_json
@@ -43,7 +43,7 @@ class ScoringModule(nn.Module):
 
     def forward(self, item_ids: Tensor) -> Tensor:
         scores = self.model.predict(item_ids)  # [B, n_items + 1]
-        return mask_scores(scores, item_ids, self.exclude_history)
+        return mask_scores(scores, items_read(self.model, item_ids), self.exclude_history)
 
 
 def example_input(model: SequentialRecommender) -> Tensor:
