@@ -10,6 +10,9 @@ model.
 
 The full training state is checkpointed after every epoch and on SIGINT / SIGTERM (after the
 current step), so ``catrec train --resume RUN_DIR`` continues exactly where it stopped.
+
+Under ``torchrun`` the same loop trains data-parallel (:mod:`catrec.train.distributed`); the few
+places that differ are marked ``# DDP:``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from catrec.run import (
     load_run_config,
     read_json,
 )
+from catrec.train import distributed
 from catrec.train.objectives import Batch, Objective
 from catrec.utils import (
     atomic_torch_save,
@@ -395,7 +399,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.stop_after_steps = stop_after_steps
-        self.device = torch.device(config.device)
+        # DDP: under torchrun, join the job; the rank's device is cuda:LOCAL_RANK or the CPU.
+        self.dist = distributed.setup(config.device)
+        self.device = self.dist.device if self.dist else torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {config.device!r}: this torch build has no CUDA device")
         if self.device.type == "mps" and not torch.backends.mps.is_available():
@@ -403,9 +409,20 @@ class Trainer:
         self.split = split if split is not None else load_split(config)
         seed_everything(config.seed)  # before the model's initialisation draws from the RNG
         self.model = build_model(config, self.split.n_items).to(self.device)
+        if self.dist is not None:  # DDP: same initial weights, but each rank its own masks
+            torch.manual_seed(distributed.rank_seed(config.seed, self.dist.rank))
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run folder (rank 0, or a plain process)."""
+        return self.dist is None or self.dist.is_main
 
     # ---------------------------------------------------------------- persistence
     def _save_last(self, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+        # DDP: every rank's RNG goes into the checkpoint; rank 0 writes it.
+        ranks = self.dist.gather_objects(distributed.rng_states()) if self.dist else None
+        if not self.is_main:
+            return
         ckpt = checkpoint_header(self.config, self.split.n_items) | {
             "model_state": self.model.state_dict(),
             "optimizer_state": optimizer.state_dict(),
@@ -421,10 +438,14 @@ class Trainer:
                 "done": state.done,
             },
         }
+        if ranks is not None:
+            ckpt["rank_rng"] = ranks
         atomic_torch_save(ckpt, self.run_dir / "last.pt")
         self._update_meta({"last.pt": sha256_file(self.run_dir / "last.pt")})
 
     def _save_best(self) -> None:
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         ckpt = checkpoint_header(self.config, self.split.n_items) | {
             "model_state": self.model.state_dict()
         }
@@ -432,6 +453,8 @@ class Trainer:
         self._update_meta({"best.pt": sha256_file(self.run_dir / "best.pt")})
 
     def _update_meta(self, checkpoints: dict[str, str] | None = None, **fields) -> None:
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         path = self.run_dir / "run.json"
         meta = read_json(path, dict) if path.exists() else {}
         if checkpoints:
@@ -440,6 +463,8 @@ class Trainer:
         atomic_write_json(path, meta)
 
     def _write_start_files(self) -> None:
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", to_yaml(self.config))
         atomic_write_json(
@@ -472,6 +497,20 @@ class Trainer:
             RunError: the folder is locked by a live process, already holds a run (without
                 ``resume``), or its checkpoint is missing, corrupted or incompatible.
         """
+        with contextlib.ExitStack() as lock:
+            # DDP: rank 0 checks the folder and takes the lock; its failure fails every rank.
+            distributed.on_main(self.dist, lambda: self._take_folder(resume, lock))
+            try:
+                return self._fit(resume)
+            except distributed.DistributedError as exc:  # DDP: a rank died or stalled
+                self._update_meta(status="failed")
+                last = self.run_dir / "last.pt"
+                raise distributed.DistributedError(
+                    f"{exc}. Last checkpoint: {last if last.exists() else 'none yet'}; resume "
+                    f"with the same launcher: ... catrec train --resume {self.run_dir}"
+                ) from exc
+
+    def _take_folder(self, resume: bool, lock: contextlib.ExitStack) -> None:
         if (
             not resume
             and self.run_dir.exists()
@@ -486,8 +525,7 @@ class Trainer:
                 f"{self.run_dir}: no checkpoint to resume from (last.pt is written after the first "
                 "epoch or on Ctrl-C); start the run again with a fresh --out"
             )
-        with run_lock(self.run_dir):
-            return self._fit(resume)
+        lock.enter_context(run_lock(self.run_dir))
 
     def _fit(self, resume: bool) -> dict[str, Any]:
         cfg = self.config
@@ -501,7 +539,7 @@ class Trainer:
             self._write_start_files()
         tset = training_set(self.split, self.model, cfg)
         select_adversarial = selects_adversarial(cfg)
-        if cfg.adversarial:
+        if cfg.adversarial and self.is_main:
             buf = io.BytesIO()
             np.savez_compressed(buf, position=tset.weights, item=tset.item_weights)
             atomic_write_bytes(self.run_dir / "cascade.npz", buf.getvalue())
@@ -516,6 +554,12 @@ class Trainer:
                 select_from="adversarial" if select_adversarial else "all",
             )
         objective = build_objective(cfg, tset, self.device)
+        # DDP: the whole objective runs as DistributedDataParallel's forward.
+        step = (
+            objective
+            if self.dist is None
+            else distributed.DDPObjective(self.model, objective, self.dist)
+        )
         n_rows = len(tset.window)
         if n_rows == 0:
             raise DataError(
@@ -530,7 +574,9 @@ class Trainer:
         n_targets = lengths - 1 if self.model.causal else lengths * p + (1 - p) ** lengths
         mean_targets = float(n_targets.sum()) / n_batches
         steps_run = 0
-        with _SignalGuard() as guard:
+        with (
+            _SignalGuard() if self.dist is None else distributed.DistSignalGuard(self.dist) as guard
+        ):
             while not state.done and state.epoch < cfg.epochs:
                 epoch = state.epoch
                 adv_on = cfg.adversarial and epoch >= cfg.adv_warmup_epochs
@@ -549,7 +595,7 @@ class Trainer:
                     total=n_batches,
                     initial=state.step,
                     desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.mode if adv_on else 'standard'}]",
-                    disable=not self.progress,
+                    disable=not (self.progress and self.is_main),
                     leave=False,
                     mininterval=0.5,
                     dynamic_ncols=True,
@@ -559,13 +605,19 @@ class Trainer:
                     scale = (
                         float(n_targets[rows].sum()) / mean_targets if cfg.bucket_batches else 1.0
                     )
+                    share = 1.0
+                    if self.dist is not None:  # DDP: this rank's rows of the global batch
+                        rows, share = distributed.shard_batch(self.dist, rows, n_targets)
+                        scale *= share
                     batch = make_batch(
                         self.model, tset.window[rows], tset.weights[rows], cfg, self.device, scale
                     )
+                    batch.share = share
                     optimizer.zero_grad(set_to_none=True)
                     try:
-                        loss, diag = objective(self.model, batch, adversarial=adv_on)
-                        loss.backward()
+                        with distributed.step_errors(self.dist):
+                            loss, diag = step(self.model, batch, adversarial=adv_on)
+                            loss.backward()
                     except NumericalError as exc:
                         self._update_meta(status="failed")
                         last = self.run_dir / "last.pt"
@@ -596,6 +648,8 @@ class Trainer:
                             f"checkpoint saved. Resume with: catrec train --resume {self.run_dir}"
                         )
                 bar.close()
+                if self.dist is not None:  # DDP: diagnostics of the union batches
+                    sums = distributed.sum_dict(self.dist, sums)
                 train_s = time.perf_counter() - t0
                 try:
                     valid = evaluate_ranking(
@@ -605,6 +659,7 @@ class Trainer:
                         batch_size=cfg.eval_batch_size,
                         mask_history=cfg.mask_history,
                         device=self.device,
+                        dist=self.dist,  # DDP: sharded, same metrics on every rank
                     )
                 except NumericalError as exc:
                     self._update_meta(status="failed")
@@ -632,7 +687,7 @@ class Trainer:
                     "valid": valid,
                 }
                 self._append_log(record)
-                if self.progress:
+                if self.progress and self.is_main:
                     tqdm.write(
                         f"epoch {epoch + 1:3d}  L_rec {record.get('loss_rec', float('nan')):.4f}  "
                         f"valid NDCG@10 {score:.4f}  HR@10 {valid['HR@10']:.4f}  "
@@ -655,9 +710,13 @@ class Trainer:
             best_epoch_adversarial=cfg.adversarial and state.best_epoch >= cfg.adv_warmup_epochs,
             epochs_run=state.epoch,
         )
-        return evaluate_run(self.run_dir, split=self.split)
+        if self.dist is not None:  # DDP: rank 0's best.pt is written before anyone reads it
+            self.dist.barrier("the end of training")
+        return evaluate_run(self.run_dir, split=self.split, dist=self.dist)
 
     def _append_log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         path = self.run_dir / "log.json"
         log = read_json(path) if path.exists() else []
         log = [r for r in log if r["epoch"] < record["epoch"]] + [record]
@@ -680,6 +739,8 @@ class Trainer:
         torch.set_rng_state(ckpt["torch_rng"])
         if torch.cuda.is_available() and ckpt.get("cuda_rng"):
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        if self.dist is not None:  # DDP: each rank continues its own random stream
+            distributed.restore_rank_rng(self.dist, ckpt, self.config.seed)
         ts = ckpt["train_state"]
         if ts["done"]:
             warnings.warn(
@@ -728,18 +789,25 @@ def load_model(
     return config, split, model.to(device)
 
 
-def evaluate_run(run_dir: str | Path, *, split: SplitData | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, *, split: SplitData | None = None, dist=None
+) -> dict[str, Any]:
     """Evaluate a run's best checkpoint on validation and test; rewrite ``metrics.json``.
 
     The weights are always reloaded from ``best.pt``, so that ``catrec evaluate`` reproduces the
-    numbers stored at the end of training exactly.
+    numbers stored at the end of training exactly. With ``dist`` (a
+    :class:`~catrec.train.distributed.DistContext`) the ranks share the evaluation and rank 0
+    writes ``metrics.json``; every rank returns the same metrics.
     """
     run_dir = Path(run_dir)
     config, split, model = load_model(run_dir, split)
+    if dist is not None:  # DDP
+        model = model.to(dist.device)
     kw = dict(
         batch_size=config.eval_batch_size,
         mask_history=config.mask_history,
         device=next(model.parameters()).device,
+        dist=dist,
     )
     metrics = {
         "valid": evaluate_ranking(model, split.valid_inputs, split.valid_targets, **kw),
@@ -757,5 +825,6 @@ def evaluate_run(run_dir: str | Path, *, split: SplitData | None = None) -> dict
         "best_epoch": meta.get("best_epoch", old.get("run", {}).get("best_epoch")),
         "best_epoch_adversarial": meta.get("best_epoch_adversarial"),
     }
-    atomic_write_json(path, metrics)
+    if dist is None or dist.is_main:
+        atomic_write_json(path, metrics)
     return metrics
