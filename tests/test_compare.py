@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from catrec.cli import main
@@ -144,3 +146,27 @@ def test_cat_losses_by_hand():
     # std 0.1414 (within); NDCG drop: 0.5 vs 0.5 is a tie (lower is better, not strictly lower)
     assert got == {("HR@10", True, True), ("RBO@10", False, True), ("NDCG@10_drop", True, True)}
     assert cat_losses(acc, [], ["standard"], 10) == {"n_judged": 0, "losses": []}
+
+
+def test_parallel_runs_train_each_run_in_its_own_process(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "seq.txt"
+    data.write_text(
+        "".join(
+            " ".join(
+                map(str, [u, *rng.choice(np.arange(1, 26), rng.integers(3, 9), replace=False)])
+            )
+            + "\n"
+            for u in range(30)
+        )
+    )
+    base = {"dataset": str(data), "hidden_size": 8, "max_len": 6, "epochs": 1,
+            "adv_warmup_epochs": 0, "batch_size": 16}  # fmt: skip
+    result = run_compare(tmp_path / "cmp", base, ["standard", "cat"], [0], positions=["last"],
+                         n_bootstrap=10, progress=False, parallel_runs=2)  # fmt: skip
+    assert [r["status"] for r in result["runs"]] == ["trained", "trained"]
+    pids = {json.loads((Path(r["run_dir"]) / "run.json").read_text())["pid"]
+            for r in result["runs"]}  # fmt: skip
+    assert len(pids) == 2 and os.getpid() not in pids
+    ref = train(run_config(base, "standard", 0), tmp_path / "ref", progress=False)
+    assert ref["test"] == result["runs"][0]["test"]  # the same run as in this process

@@ -155,6 +155,7 @@ def train(
       catrec train --dataset beauty --model sasrec --mode cat --seed 0
     """
     from catrec.run import load_run_config
+    from catrec.train.distributed import env_world
     from catrec.train.loop import train as run_training
 
     given = {k: v for k, v in opts.items() if v is not None}
@@ -175,8 +176,10 @@ def train(
             _warn_if_never_adversarial(cfg.mode, cfg.epochs, cfg.adv_warmup_epochs)
         run_dir = Path(out) if out else _default_out(cfg)
         metrics = run_training(cfg, run_dir, progress=not quiet)
-    _print_metrics(metrics)
-    click.echo(f"run folder: {run_dir}")
+    world = env_world()
+    if world is None or world[0] == 0:  # under torchrun, rank 0 reports
+        _print_metrics(metrics)
+        click.echo(f"run folder: {run_dir}")
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
@@ -403,6 +406,14 @@ def _config_options_except(*names: str):
     help="reuse finished or interrupted runs in OUT/runs even if their config differs from this "
     "command's (default: refuse, listing the differences)",
 )
+@click.option(
+    "--parallel-runs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="train up to N runs at once, each in its own process (with several GPUs and "
+    "--device cuda: cuda:0, cuda:1, ... round-robin)",
+)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @_config_options_except("mode", "seed")
 def compare(
@@ -418,6 +429,7 @@ def compare(
     replacement: str,
     plan_seed: int,
     reuse_mismatched: bool,
+    parallel_runs: int,
     quiet: bool,
     **opts,
 ) -> None:
@@ -470,6 +482,7 @@ def compare(
         n_bootstrap=bootstrap,
         progress=not quiet,
         reuse_mismatched=reuse_mismatched,
+        parallel_runs=parallel_runs,
     )
     click.echo((Path(out) / "compare.md").read_text(encoding="utf-8"))
     written = [str(Path(out) / "compare.json"), str(Path(out) / "compare.md"), *result["plots"]]
@@ -758,12 +771,22 @@ def export_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``catrec`` console script; returns the exit status."""
+    from catrec.train.distributed import DistributedError, env_world, shutdown
     from catrec.train.loop import Interrupted
 
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"catrec: warning: {msg}\n"
     from catrec.metrics.ranking import NumericalError
 
+    try:
+        world = env_world()
+    except CatrecError as exc:
+        click.echo(f"catrec: error: {exc}", err=True)
+        return 2
+    if world is not None:  # under torchrun: every line says which rank wrote it
+        warnings.formatwarning = lambda msg, cat, *a, **k: (
+            f"catrec: rank {world[0]}: warning: {msg}\n"
+        )
     try:
         cli.main(args=argv, prog_name="catrec", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -783,10 +806,15 @@ def main(argv: list[str] | None = None) -> int:
     except NumericalError as exc:
         click.echo(f"catrec: training failed: {exc}", err=True)
         return 1
+    except DistributedError as exc:
+        click.echo(f"catrec: error: {exc}", err=True)
+        return 1
     except OSError as exc:  # a folder that cannot be written, a full disk, ...
         name = f" {exc.filename}" if exc.filename else ""
         click.echo(f"catrec: error:{name}: {exc.strerror or exc}", err=True)
         return 1
+    finally:
+        shutdown()
     return 0
 
 

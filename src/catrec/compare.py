@@ -11,6 +11,10 @@
                                   RBO@10 and NDCG@10 drop against the replaced position, one line
                                   per mode, error bars = one standard deviation over seeds
 
+``--parallel-runs N`` trains up to N runs at once, each in its own process (a study is many small
+runs more often than one big one); with several GPUs and ``--device cuda`` the runs are dealt
+round-robin to ``cuda:0``, ``cuda:1``, ... Robustness evaluation then runs in this process.
+
 Everything is resumable: finished runs and robustness records already in a run's
 ``robustness.json`` (same checkpoint, plan and settings) are not recomputed, so an interrupted
 compare continues where it stopped when the same command is run again.
@@ -19,10 +23,12 @@ compare continues where it stopped when the same command is run again.
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +83,62 @@ def run_config(base: dict[str, Any], mode: str, seed: int, source: str = "compar
 
 def _config_diff(stored: Config, wanted: Config) -> list[str]:
     a, b = stored.model_dump(), wanted.model_dump()
-    return [f"{k}: {a[k]!r} (run) vs {b[k]!r} (asked)" for k in a if a[k] != b.get(k)]
+    # The device is where a run was trained, not what it is (parallel runs get cuda:i).
+    return [
+        f"{k}: {a[k]!r} (run) vs {b[k]!r} (asked)" for k in a if a[k] != b.get(k) and k != "device"
+    ]
+
+
+def run_devices(configs: Sequence[Config]) -> list[Config]:
+    """Deal runs asking for ``cuda`` round-robin to the visible GPUs (``cuda:0``, ``cuda:1``, ...)
+    when there are several; other devices are left as they are."""
+    import torch
+
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus < 2:
+        return list(configs)
+    return [
+        c.model_copy(update={"device": f"cuda:{i % n_gpus}"}) if c.device == "cuda" else c
+        for i, c in enumerate(configs)
+    ]
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def train_parallel(
+    jobs: Sequence[tuple[Path, Config]], split: SplitData, n_parallel: int
+) -> list[tuple[str, Config]]:
+    """:func:`prepare_run` for every ``(run_dir, config)``, up to ``n_parallel`` at once, each in
+    a fresh (spawned) process with ``cpu_count // n_parallel`` torch threads; results in order.
+
+    The first failure cancels the runs not yet started and is raised once the running ones end
+    (an interrupted run has checkpointed: the same compare command resumes it).
+    """
+    configs = run_devices([c for _, c in jobs])
+    threads = max(1, (os.cpu_count() or 1) // n_parallel)
+    pool = ProcessPoolExecutor(
+        max_workers=n_parallel,
+        mp_context=multiprocessing.get_context("spawn"),  # no forked torch / CUDA state
+        initializer=_init_worker,
+        initargs=(threads,),
+    )
+    try:
+        futures = [
+            pool.submit(prepare_run, run_dir, cfg, split, progress=False)
+            for (run_dir, _), cfg in zip(jobs, configs, strict=True)
+        ]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and f.exception() is not None]
+        if failed:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise failed[0].exception()
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_reuse(run_dir: Path, stored: Config, config: Config, what: str, allow: bool) -> None:
@@ -163,6 +224,7 @@ def run_compare(
     n_bootstrap: int = 1000,
     progress: bool = True,
     reuse_mismatched: bool = False,
+    parallel_runs: int = 1,
 ) -> dict[str, Any]:
     """Train (or reuse) every mode x seed, evaluate accuracy and robustness on one shared plan,
     and write ``compare.json``, ``compare.md`` and the plots into ``out``; returns compare.json.
@@ -170,6 +232,8 @@ def run_compare(
     Args:
         base: config values shared by every run (YAML plus command-line options); must name
             the dataset. ``mode`` and ``seed`` come from ``modes`` and ``seeds``.
+        parallel_runs: train up to this many runs at once, each in its own process (see
+            :func:`train_parallel`); 1 trains them one after the other in this process.
 
     Raises:
         ConfigError: bad modes, seeds or options.
@@ -199,6 +263,13 @@ def run_compare(
 
     runs: list[dict[str, Any]] = []
     tasks = list(configs.items())
+    prepared: dict[tuple[str, int], tuple[str, Config]] = {}
+    if parallel_runs < 1:
+        raise ConfigError(f"parallel_runs must be >= 1, got {parallel_runs}")
+    if parallel_runs > 1:
+        jobs = [(out / "runs" / run_name(m, s), cfg) for (m, s), cfg in tasks]
+        done = train_parallel(jobs, split, min(parallel_runs, len(jobs)))
+        prepared = {key: result for (key, _), result in zip(tasks, done, strict=True)}
     bar = tqdm(tasks, desc="compare", disable=not progress, dynamic_ncols=True)
     try:
         for (mode, seed), cfg in bar:
@@ -206,9 +277,12 @@ def run_compare(
             run_dir = out / "runs" / run_name(mode, seed)
             t_run = time.perf_counter()
             try:
-                status, used = prepare_run(
-                    run_dir, cfg, split, progress=progress, reuse_mismatched=reuse_mismatched
-                )
+                if (mode, seed) in prepared:
+                    status, used = prepared[(mode, seed)]
+                else:
+                    status, used = prepare_run(
+                        run_dir, cfg, split, progress=progress, reuse_mismatched=reuse_mismatched
+                    )
             except Interrupted as exc:
                 raise Interrupted(
                     f"{exc}. To resume the comparison, run the same catrec compare command again."

@@ -97,12 +97,17 @@ def evaluate_ranking(
     device: str | torch.device = "cpu",
     progress: bool = False,
     desc: str = "ranking",
+    dist=None,
 ) -> dict[str, float]:
     """HR@K, NDCG@K, MRR over all users by full ranking.
 
     Args:
         inputs: ``[U, L]`` left-padded input sequences; targets: ``[U]`` item ids.
         progress: show a progress bar over users (titled ``desc``; it disappears when done).
+        dist: a :class:`catrec.train.distributed.DistContext` to share the work between the
+            ranks of a data-parallel job: the single process's batches are dealt round-robin to
+            the ranks and the per-user ranks summed over ranks, so every rank returns exactly the
+            single-process metrics.
 
     Returns:
         metrics keyed ``"HR@10"``, ``"NDCG@10"``, ``"MRR"``, ..., plus ``"n_users"`` and
@@ -113,7 +118,6 @@ def evaluate_ranking(
     """
     was_training = model.training
     model.eval()
-    acc = RankingAccumulator(ks)
     # Users in order of sequence length, so that each batch trims most of its padding; the
     # metrics are means over users and do not depend on the order.
     order = np.argsort((inputs > 0).sum(axis=1), kind="stable")
@@ -127,12 +131,16 @@ def evaluate_ranking(
         dynamic_ncols=True,
     )
     try:
-        for start in range(0, len(targets), batch_size):
-            rows = order[start : start + batch_size]
-            x = torch.as_tensor(inputs[rows], device=device)
-            y = torch.as_tensor(targets[rows], device=device)
-            acc.add(ranks_from_scores(score_users(model, x, mask_history), y))
-            bar.update(len(rows))
+        if dist is None:
+            acc = RankingAccumulator(ks)
+            for start in range(0, len(targets), batch_size):
+                rows = order[start : start + batch_size]
+                x = torch.as_tensor(inputs[rows], device=device)
+                y = torch.as_tensor(targets[rows], device=device)
+                acc.add(ranks_from_scores(score_users(model, x, mask_history), y))
+                bar.update(len(rows))
+        else:
+            acc = _sharded_ranks(model, inputs, targets, order, batch_size, mask_history, ks, dist)
     finally:
         bar.close()
         model.train(was_training)
@@ -140,3 +148,35 @@ def evaluate_ranking(
     out["n_users"] = len(targets)
     out["target_in_history"] = float((inputs == targets[:, None]).any(axis=1).mean())
     return out
+
+
+def _sharded_ranks(
+    model, inputs, targets, order, batch_size, mask_history, ks, dist
+) -> RankingAccumulator:
+    """Ranks of this rank's batches, summed over ranks into ``[U]`` (each user scored by exactly
+    one rank, in the single process's batch), then accumulated in the single process's order."""
+    batches = [order[s : s + batch_size] for s in range(0, len(targets), batch_size)]
+    device = dist.device
+    # [ranks of every user | times each user was scored | NaN flag]
+    buf = torch.zeros(2 * len(targets) + 1, dtype=torch.float64, device=device)
+    ranks, seen = buf[: len(targets)], buf[len(targets) : 2 * len(targets)]
+    for i in range(dist.rank, len(batches), dist.world_size):
+        rows = torch.as_tensor(batches[i], device=device)
+        x = torch.as_tensor(inputs[batches[i]], device=device)
+        y = torch.as_tensor(targets[batches[i]], device=device)
+        try:
+            ranks[rows] = ranks_from_scores(score_users(model, x, mask_history), y)
+        except NumericalError:
+            buf[-1] = 1.0  # every rank raises below, none waits for the others
+            break
+        seen[rows] += 1.0
+    dist.sum_(buf, "the sharded evaluation")
+    if buf[-1] > 0:
+        raise NumericalError("model produced NaN scores")
+    if not bool((seen == 1).all()):  # an invariant of the round-robin deal
+        raise RuntimeError("sharded evaluation scored some user more or less than once")
+    acc = RankingAccumulator(ks)
+    ranks = ranks.cpu()
+    for rows in batches:
+        acc.add(ranks[torch.as_tensor(rows)])
+    return acc

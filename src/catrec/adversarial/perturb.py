@@ -25,6 +25,7 @@ def interaction_perturbation(
     weights: Tensor,
     eps: float,
     absolute: bool = False,
+    scale: Tensor | None = None,
 ) -> Tensor:
     """Level 1: ``delta_{u,t} = eps * s * c(u,t) * g_{u,t} / ||g_{u,t}||``.
 
@@ -35,12 +36,16 @@ def interaction_perturbation(
         weights: ``[B, L]`` c(u, t) (ones for generic adversarial training).
         eps: relative size (fraction of the mean L2 norm of the batch's real input embeddings),
             or absolute L2 norm when ``absolute``.
+        scale: ``eps * s`` computed elsewhere (data-parallel training: ``s`` over every rank's
+            batch), overriding both readings of ``eps``.
 
     Returns:
         ``[B, L, d]`` detached perturbation.
     """
     mask = padding_mask.unsqueeze(-1).to(grad.dtype)
-    if absolute:
+    if scale is not None:
+        pass
+    elif absolute:
         scale = eps
     else:
         norms = inputs_embeds.norm(dim=-1)[padding_mask]

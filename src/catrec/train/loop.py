@@ -10,6 +10,9 @@ model.
 
 The full training state is checkpointed after every epoch and on SIGINT / SIGTERM (after the
 current step), so ``catrec train --resume RUN_DIR`` continues exactly where it stopped.
+
+Under ``torchrun`` the same loop trains data-parallel (:mod:`catrec.train.distributed`); the few
+places that differ are marked ``# DDP:``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from catrec.run import (
     load_weights,
     read_json,
 )
+from catrec.train import distributed
 from catrec.train.objectives import Batch, Objective
 from catrec.train.progress import epoch_line, startup_line
 from catrec.utils import (
@@ -469,7 +473,9 @@ class Trainer:
         self.keep_states = set(keep_states)
         self.on_epoch_end = on_epoch_end
         self.evaluate_test = evaluate_test
-        self.device = torch.device(config.device)
+        # DDP: under torchrun, join the job; the rank's device is cuda:LOCAL_RANK or the CPU.
+        self.dist = distributed.setup(config.device)
+        self.device = self.dist.device if self.dist else torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {config.device!r}: this torch build has no CUDA device")
         if self.device.type == "mps" and not torch.backends.mps.is_available():
@@ -477,9 +483,20 @@ class Trainer:
         self.split = split if split is not None else load_split(config)
         seed_everything(config.seed)  # before the model's initialisation draws from the RNG
         self.model = build_model(config, self.split.n_items).to(self.device)
+        if self.dist is not None:  # DDP: same initial weights, but each rank its own masks
+            torch.manual_seed(distributed.rank_seed(config.seed, self.dist.rank))
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run folder (rank 0, or a plain process)."""
+        return self.dist is None or self.dist.is_main
 
     # ---------------------------------------------------------------- persistence
     def _save_last(self, state: TrainState, optimizer: torch.optim.Optimizer) -> None:
+        # DDP: every rank's RNG goes into the checkpoint; rank 0 writes it.
+        ranks = self.dist.gather_objects(distributed.rng_states()) if self.dist else None
+        if not self.is_main:
+            return
         ckpt = checkpoint_header(self.config, self.split.n_items) | {
             "model_state": self.model.state_dict(),
             "optimizer_state": optimizer.state_dict(),
@@ -495,10 +512,14 @@ class Trainer:
                 "done": state.done,
             },
         }
+        if ranks is not None:
+            ckpt["rank_rng"] = ranks
         atomic_torch_save(ckpt, self.run_dir / "last.pt")
         self._update_meta({"last.pt": sha256_file(self.run_dir / "last.pt")})
 
     def _save_best(self) -> None:
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         ckpt = checkpoint_header(self.config, self.split.n_items) | {
             "model_state": self.model.state_dict()
         }
@@ -506,6 +527,8 @@ class Trainer:
         self._update_meta({"best.pt": sha256_file(self.run_dir / "best.pt")})
 
     def _update_meta(self, checkpoints: dict[str, str] | None = None, **fields) -> None:
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         path = self.run_dir / "run.json"
         meta = read_json(path, dict) if path.exists() else {}
         if checkpoints:
@@ -514,6 +537,8 @@ class Trainer:
         atomic_write_json(path, meta)
 
     def _write_start_files(self) -> None:
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", to_yaml(self.config))
         atomic_write_json(
@@ -542,6 +567,8 @@ class Trainer:
 
     def _keep_state(self, epochs_done: int) -> None:
         """Copy ``last.pt`` (and ``best.pt``) to ``state-epoch{k}.pt`` (``...-best.pt``)."""
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         for src, dst in (
             ("last.pt", f"state-epoch{epochs_done}.pt"),
             ("best.pt", f"state-epoch{epochs_done}-best.pt"),
@@ -603,7 +630,8 @@ class Trainer:
             state.best_score, state.best_epoch = ts["best_score"], ts["best_epoch"]
             state.bad_epochs = ts["bad_epochs"]
         log = read_json(donor / "log.json") if (donor / "log.json").exists() else []
-        atomic_write_json(self.run_dir / "log.json", [r for r in log if r["epoch"] <= k])
+        if self.is_main:  # DDP: rank 0 writes
+            atomic_write_json(self.run_dir / "log.json", [r for r in log if r["epoch"] <= k])
         self._update_meta(
             warmup_from={"run": str(donor), "epochs": k, "git_commit": meta.get("git_commit")}
         )
@@ -634,6 +662,28 @@ class Trainer:
             RunError: the folder is locked by a live process, already holds a run (without
                 ``resume``), or its checkpoint is missing, corrupted or incompatible.
         """
+        with contextlib.ExitStack() as lock:
+            # DDP: rank 0 checks the folder and takes the lock; its failure fails every rank.
+            distributed.on_main(self.dist, lambda: self._take_folder(resume, lock))
+            try:
+                return self._fit(resume, Path(warmup_from) if warmup_from else None)
+            except distributed.DistributedError as exc:  # DDP: a rank died or stalled
+                self._update_meta(status="failed")
+                last = self.run_dir / "last.pt"
+                raise distributed.DistributedError(
+                    f"{exc}. Last checkpoint: {last if last.exists() else 'none yet'}; resume "
+                    f"with the same launcher: ... catrec train --resume {self.run_dir}"
+                ) from exc
+            except Interrupted:
+                raise  # status "interrupted" is set where the checkpoint is written
+            except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this step
+                self._final_status("interrupted")
+                raise
+            except BaseException:
+                self._final_status("failed")
+                raise
+
+    def _take_folder(self, resume: bool, lock: contextlib.ExitStack) -> None:
         if (
             not resume
             and self.run_dir.exists()
@@ -649,23 +699,15 @@ class Trainer:
                 f"{self.run_dir}: no checkpoint to resume from (last.pt is written after the first "
                 "epoch or on Ctrl-C); start the run again with a fresh --out"
             )
-        with run_lock(self.run_dir):
-            if not resume and self._failed_before_any_checkpoint():
-                for name in ("run.json", "log.json"):  # a fresh start, not a continuation
-                    (self.run_dir / name).unlink(missing_ok=True)
-            try:
-                return self._fit(resume, Path(warmup_from) if warmup_from else None)
-            except Interrupted:
-                raise  # status "interrupted" is set where the checkpoint is written
-            except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this step
-                self._final_status("interrupted")
-                raise
-            except BaseException:
-                self._final_status("failed")
-                raise
+        lock.enter_context(run_lock(self.run_dir))
+        if not resume and self._failed_before_any_checkpoint():
+            for name in ("run.json", "log.json"):  # a fresh start, not a continuation
+                (self.run_dir / name).unlink(missing_ok=True)
 
     def _final_status(self, status: str) -> None:
         """Record how the run ended, unless it never started (no run.json) or already ended."""
+        if not self.is_main:  # DDP: rank 0 writes
+            return
         path = self.run_dir / "run.json"
         with contextlib.suppress(Exception):  # never hide the error being raised
             if path.exists() and read_json(path, dict).get("status") == "running":
@@ -696,7 +738,7 @@ class Trainer:
             if warmup_from is not None and cfg.adversarial:
                 state = self._start_from_warmup(warmup_from, optimizer, select_adversarial)
         tset = training_set(self.split, self.model, cfg)
-        if cfg.adversarial:
+        if cfg.adversarial and self.is_main:
             buf = io.BytesIO()
             np.savez_compressed(buf, position=tset.weights, item=tset.item_weights)
             atomic_write_bytes(self.run_dir / "cascade.npz", buf.getvalue())
@@ -711,6 +753,12 @@ class Trainer:
                 select_from="adversarial" if select_adversarial else "all",
             )
         objective = build_objective(cfg, tset, self.device)
+        # DDP: the whole objective runs as DistributedDataParallel's forward.
+        step = (
+            objective
+            if self.dist is None
+            else distributed.DDPObjective(self.model, objective, self.dist)
+        )
         n_rows = len(tset.window)
         if n_rows == 0:
             raise DataError(
@@ -725,11 +773,13 @@ class Trainer:
         n_targets = lengths - 1 if self.model.causal else lengths * p + (1 - p) ** lengths
         mean_targets = float(n_targets.sum()) / n_batches
         steps_run = 0
-        if self.progress:
+        if self.progress and self.is_main:
             tqdm.write(
                 startup_line(cfg, self.split, self.run_dir, epoch=state.epoch, step=state.step)
             )
-        with _SignalGuard() as guard:
+        with (
+            _SignalGuard() if self.dist is None else distributed.DistSignalGuard(self.dist) as guard
+        ):
             while not state.done and state.epoch < cfg.epochs:
                 epoch = state.epoch
                 adv_on = cfg.adversarial and epoch >= cfg.adv_warmup_epochs
@@ -749,7 +799,7 @@ class Trainer:
                     total=n_batches,
                     initial=state.step,
                     desc=f"epoch {epoch + 1}/{cfg.epochs} [{cfg.mode if adv_on else 'standard'}]",
-                    disable=not self.progress,
+                    disable=not (self.progress and self.is_main),
                     leave=False,
                     mininterval=0.5,
                     dynamic_ncols=True,
@@ -759,13 +809,19 @@ class Trainer:
                     scale = (
                         float(n_targets[rows].sum()) / mean_targets if cfg.bucket_batches else 1.0
                     )
+                    share = 1.0
+                    if self.dist is not None:  # DDP: this rank's rows of the global batch
+                        rows, share = distributed.shard_batch(self.dist, rows, n_targets)
+                        scale *= share
                     batch = make_batch(
                         self.model, tset.window[rows], tset.weights[rows], cfg, self.device, scale
                     )
+                    batch.share = share
                     optimizer.zero_grad(set_to_none=True)
                     try:
-                        loss, diag = objective(self.model, batch, adversarial=adv_on)
-                        loss.backward()
+                        with distributed.step_errors(self.dist):
+                            loss, diag = step(self.model, batch, adversarial=adv_on)
+                            loss.backward()
                     except NumericalError as exc:
                         self._update_meta(status="failed")
                         last = self.run_dir / "last.pt"
@@ -796,6 +852,8 @@ class Trainer:
                             f"checkpoint saved. Resume with: catrec train --resume {self.run_dir}"
                         )
                 bar.close()
+                if self.dist is not None:  # DDP: diagnostics of the union batches
+                    sums = distributed.sum_dict(self.dist, sums)
                 train_s = time.perf_counter() - t0
                 try:
                     valid = evaluate_ranking(
@@ -805,8 +863,9 @@ class Trainer:
                         batch_size=cfg.eval_batch_size,
                         mask_history=cfg.mask_history,
                         device=self.device,
-                        progress=self.progress,
+                        progress=self.progress and self.is_main,
                         desc=f"epoch {epoch + 1}/{cfg.epochs} validation",
+                        dist=self.dist,  # DDP: sharded, same metrics on every rank
                     )
                 except NumericalError as exc:
                     self._update_meta(status="failed")
@@ -836,7 +895,7 @@ class Trainer:
                 if start_step:  # steps before the resume ran (and were timed) in another process
                     record |= {"time_partial": True, "resumed_after_step": start_step}
                 log = self._append_log(record)
-                if self.progress:
+                if self.progress and self.is_main:
                     tqdm.write(epoch_line(log, cfg, improved, state.best_score, state.best_epoch))
                 state.epoch, state.step = epoch + 1, 0
                 state.done = should_stop(state.bad_epochs, state.epoch, cfg)
@@ -863,16 +922,22 @@ class Trainer:
             best_epoch_adversarial=cfg.adversarial and state.best_epoch >= cfg.adv_warmup_epochs,
             epochs_run=state.epoch,
         )
+        if self.dist is not None:  # DDP: rank 0's best.pt is written before anyone reads it
+            self.dist.barrier("the end of training")
         if not self.evaluate_test:
-            log = read_json(self.run_dir / "log.json")
+            log = self._read_log()
             return {"valid": next(r["valid"] for r in log if r["epoch"] == state.best_epoch + 1)}
-        return evaluate_run(self.run_dir, split=self.split, progress=self.progress)
+        return evaluate_run(self.run_dir, split=self.split, progress=self.progress, dist=self.dist)
+
+    def _read_log(self) -> list[dict[str, Any]]:
+        path = self.run_dir / "log.json"
+        return read_json(path) if path.exists() else []
 
     def _append_log(self, record: dict[str, Any]) -> list[dict[str, Any]]:
-        path = self.run_dir / "log.json"
-        log = read_json(path) if path.exists() else []
-        log = [r for r in log if r["epoch"] < record["epoch"]] + [record]
-        atomic_write_json(path, log)
+        """Add the epoch's record to ``log.json`` (rank 0 writes under DDP); returns the log."""
+        log = [r for r in self._read_log() if r["epoch"] < record["epoch"]] + [record]
+        if self.is_main:
+            atomic_write_json(self.run_dir / "log.json", log)
         return log
 
     def _restore(self, optimizer: torch.optim.Optimizer) -> TrainState:
@@ -893,6 +958,8 @@ class Trainer:
         torch.set_rng_state(ckpt["torch_rng"])
         if torch.cuda.is_available() and ckpt.get("cuda_rng"):
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        if self.dist is not None:  # DDP: each rank continues its own random stream
+            distributed.restore_rank_rng(self.dist, ckpt, self.config.seed)
         ts = ckpt["train_state"]
         if ts["done"]:
             warnings.warn(
@@ -981,25 +1048,31 @@ def evaluate_run(
     checkpoint: str = "best",
     mask_history: bool | None = None,
     progress: bool = False,
+    dist=None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint; with the defaults, rewrite ``metrics.json``.
 
     The weights are always reloaded from the checkpoint, so that ``catrec evaluate`` reproduces
     the numbers stored at the end of training exactly. Any other choice (``splits``, the ``last``
     checkpoint, ``mask_history`` other than the run's) is returned but not written: metrics.json
-    always holds the run's own evaluation.
+    always holds the run's own evaluation. With ``dist`` (a
+    :class:`~catrec.train.distributed.DistContext`) the ranks share the evaluation and rank 0
+    writes ``metrics.json``; every rank returns the same metrics.
     """
     run_dir = Path(run_dir)
     bad = [s for s in splits if s not in ("valid", "test")]
     if bad or not splits:
         raise ConfigError(f"splits must be 'valid' and/or 'test', got {list(splits)}")
     config, split, model = load_model(run_dir, split, checkpoint)
+    if dist is not None:  # DDP
+        model = model.to(dist.device)
     mask = config.mask_history if mask_history is None else mask_history
     kw = dict(
         batch_size=config.eval_batch_size,
         mask_history=mask,
         device=next(model.parameters()).device,
         progress=progress,
+        dist=dist,
     )
     data = {
         "valid": (split.valid_inputs, split.valid_targets),
@@ -1022,5 +1095,6 @@ def evaluate_run(
         "best_epoch": meta.get("best_epoch", old.get("run", {}).get("best_epoch")),
         "best_epoch_adversarial": meta.get("best_epoch_adversarial"),
     }
-    atomic_write_json(path, metrics)
+    if dist is None or dist.is_main:
+        atomic_write_json(path, metrics)
     return metrics

@@ -37,7 +37,10 @@ class Batch:
         weights: ``[B, L]`` cascade weight c(u, t) of each input position (0 on padding).
         negatives: ``[B, L]`` sampled negative items for the ``bce`` loss, else None.
         loss_scale: multiplies the per-position mean loss; ``N_batch / mean N`` under length
-            bucketing so that each position weighs the same whatever its batch.
+            bucketing so that each position weighs the same whatever its batch (under DDP, also
+            times ``share``).
+        share: this rank's share of the union batch's target positions (DDP; 1 in a single
+            process, 0 for a rank without rows this step).
     """
 
     inputs: Tensor
@@ -45,6 +48,7 @@ class Batch:
     weights: Tensor
     negatives: Tensor | None = None
     loss_scale: float = 1.0
+    share: float = 1.0
 
 
 def rec_loss(
@@ -125,7 +129,13 @@ class Objective:
         shared_dropout: the perturbed passes reuse the clean pass's dropout masks (CAT.md §2), so
             the FGSM direction perturbs the sub-network it was computed on; otherwise each pass
             draws fresh masks.
+
+    Under DDP (``dist`` set by :class:`catrec.train.distributed.DDPObjective`), the batch-level
+    quantities are reduced over ranks so that the step equals the single process's step on the
+    union batch: level 1's relative scale and level 2's item-table gradient.
     """
+
+    dist = None  # a catrec.train.distributed.DistContext when training data-parallel
 
     def __init__(
         self,
@@ -180,12 +190,23 @@ class Objective:
         # g = dL_rec/de [B, L, d] and G = dL_rec/dE [V, d] of this batch alone; the graph is kept
         # for the loop's backward of the total loss.
         wrt = [e] + ([table] if self.lambda_2 > 0 else [])
-        grads = torch.autograd.grad(l_rec, wrt, retain_graph=True)
+        # DDP: the union's G is the share-weighted sum of the ranks' G (module docstring of
+        # catrec.train.distributed); level 1's direction is per row and needs no reduction.
+        clean = l_rec if self.dist is None else l_rec * batch.share
+        grads = torch.autograd.grad(clean, wrt, retain_graph=True)
+        if self.dist is not None and self.lambda_2 > 0:
+            self.dist.sum_(grads[-1], "the level-2 gradient reduction")
         total = l_rec
         if self.lambda_1 > 0:
             real = self.perturbation_mask(model, batch.inputs)
             delta = interaction_perturbation(
-                grads[0], e.detach(), real, batch.weights, self.eps, self.eps_absolute
+                grads[0],
+                e.detach(),
+                real,
+                batch.weights,
+                self.eps,
+                self.eps_absolute,
+                scale=self._union_scale(e, real, batch),
             )
             with replay_rng(masks):
                 h1 = model.encode(model.embed(batch.inputs) + delta, pad)
@@ -216,3 +237,13 @@ class Objective:
             raise NumericalError(f"adversarial loss is {float((total - l_rec).detach())}")
         out["loss"] = total.item()
         return total * batch.loss_scale, out
+
+    def _union_scale(self, e: Tensor, real: Tensor, batch: Batch) -> Tensor | None:
+        """DDP: level 1's relative scale over every rank's real positions (None otherwise)."""
+        if self.dist is None or self.eps_absolute:
+            return None
+        norms = e.detach().norm(dim=-1)[real]
+        mine = float(batch.share > 0)  # a rank without rows contributes nothing
+        stats = torch.stack([norms.sum(), norms.new_tensor(float(norms.numel()))]) * mine
+        self.dist.sum_(stats, "the level-1 scale reduction")
+        return self.eps * stats[0] / stats[1].clamp_min(1.0)
