@@ -489,7 +489,7 @@ def compare(
     click.echo("written: " + ", ".join(written))
 
 
-@cli.command()
+@cli.command(short_help="Search adv and cat settings on the validation split (Optuna).")
 @click.option("--modes", default="adv,cat", show_default=True, help="adversarial modes to tune")
 @click.option(
     "--trials",
@@ -569,7 +569,7 @@ _CHECKPOINT = click.option(
 )
 
 
-@cli.command()
+@cli.command(short_help="Top-K items for a history of raw item ids, or a JSONL file of them.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--history", help='raw item ids, oldest first, space-separated: "i1 i2 i3"')
 @click.option(
@@ -648,7 +648,7 @@ def recommend(
         click.echo(f"{rank:>4}  {item:<20} {score:>10.4f}")
 
 
-@cli.command()
+@cli.command(short_help="Serve a trained run over HTTP (FastAPI + uvicorn).")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
@@ -743,7 +743,7 @@ def serve(
     )
 
 
-@cli.command("export")
+@cli.command("export", short_help="Export a run's model as TorchScript or ONNX.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option(
     "--format", "fmt", type=click.Choice(["torchscript", "onnx"]), required=True, help="format"

@@ -43,7 +43,8 @@ def replacement_gains(
     kept = ids.shape[1] - (0 if model.mask_token is None else 1)  # x columns kept, at the front
     offset = x.shape[1] - kept  # x column c is ids column c - offset
     table = model.item_table().detach()
-    with torch.enable_grad():
+    # cuDNN's RNN has no backward in eval mode (GRU4Rec on CUDA): the native kernels do.
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
         e = model.embed(ids, table).requires_grad_(True)  # [B, W', d]
         h = model.encode(e, ids > 0)[:, -1]  # [B, d]
         logits = model.score(h, table)[:, 1:n_rows]  # [B, n_items]; padding is no candidate

@@ -73,7 +73,12 @@ def epoch_line(
     record = log[-1]
     valid = record["valid"]
     loss = record.get("loss_rec", float("nan"))
-    best = "new best" if improved else f"best {best_score:.4f} at epoch {best_epoch + 1}"
+    if improved:
+        best = "new best"
+    elif best_epoch < 0:  # select_from = adversarial: warm-up epochs are not candidates
+        best = "warm-up (not a candidate: the best adversarial epoch is reported)"
+    else:
+        best = f"best {best_score:.4f} at epoch {best_epoch + 1}"
     partial = " after resume" if record.get("time_partial") else ""
     line = (
         f"epoch {record['epoch']:3d}/{config.epochs}  L_rec {loss:.4f}  valid NDCG@10 "
