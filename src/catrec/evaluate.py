@@ -4,6 +4,9 @@ Scores every item for every user, never a sampled candidate set. The padding id 
 items of the user's input sequence are excluded by default (score ``-inf``, never 0, since dot
 products can be negative). A target that occurs in the input sequence is then a miss; how often
 that happens is reported as ``target_in_history``.
+
+Large catalogues are ranked a chunk of items at a time (:mod:`catrec.fullrank`): a batch holds at
+most ``max_scores`` users x items scores, whatever the catalogue size, with identical ranks.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from catrec.fullrank import SCORE_BUDGET, chunked_ranks, plan_chunks, table_absmax
 from catrec.metrics.ranking import DEFAULT_KS, RankingAccumulator, ranks_from_scores
 from catrec.models.base import SequentialRecommender, trim_padding
 
@@ -48,11 +52,17 @@ def evaluate_ranking(
     mask_history: bool = True,
     ks: tuple[int, ...] = DEFAULT_KS,
     device: str | torch.device = "cpu",
+    max_scores: int = SCORE_BUDGET,
 ) -> dict[str, float]:
     """HR@K, NDCG@K, MRR over all users by full ranking.
 
     Args:
         inputs: ``[U, L]`` left-padded input sequences; targets: ``[U]`` item ids.
+        batch_size: most users per batch.
+        max_scores: most scores (users x items, float32: 4 bytes each) held at once. While
+            ``batch_size x (n_items + 1)`` fits, each batch is scored whole; beyond, the items
+            are scored in chunks and the batch may shrink (:func:`catrec.fullrank.plan_chunks`).
+            The ranks are the same either way.
 
     Returns:
         metrics keyed ``"HR@10"``, ``"NDCG@10"``, ``"MRR"``, ..., plus ``"n_users"`` and
@@ -67,12 +77,22 @@ def evaluate_ranking(
     # Users in order of sequence length, so that each batch trims most of its padding; the
     # metrics are means over users and do not depend on the order.
     order = np.argsort((inputs > 0).sum(axis=1), kind="stable")
+    n_cols = model.n_items + 1
+    plan = plan_chunks(batch_size, n_cols, max_scores)
+    absmax = table_absmax(model) if plan.width < n_cols else None
     try:
-        for start in range(0, len(targets), batch_size):
-            rows = order[start : start + batch_size]
+        for start in range(0, len(targets), plan.users):
+            rows = order[start : start + plan.users]
             x = torch.as_tensor(inputs[rows], device=device)
             y = torch.as_tensor(targets[rows], device=device)
-            acc.add(ranks_from_scores(score_users(model, x, mask_history), y))
+            if plan.width >= n_cols:
+                acc.add(ranks_from_scores(score_users(model, x, mask_history), y))
+            else:
+                ids = trim_padding(x)
+                ranks, _ = chunked_ranks(
+                    model, ids, y, plan.width, mask_history=mask_history, absmax=absmax
+                )
+                acc.add(ranks)
     finally:
         model.train(was_training)
     out = acc.compute()
