@@ -37,6 +37,10 @@ SCORE_BUDGET = 1 << 25
 #: Narrowest chunk of items; narrower products are rounded differently by the BLAS (see above).
 MIN_CHUNK = 256
 _FLOAT32_MAX = 3.4e38
+#: Below this target score, counting uses exact comparisons (no subnormal differences).
+_TINY = 1e-30
+#: Widest chunk: a float32 count of up to 2**24 ones is exact.
+MAX_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def plan_chunks(batch_size: int, n_cols: int, budget: int = SCORE_BUDGET) -> Chu
     if batch_size * n_cols <= budget:
         return ChunkPlan(batch_size, n_cols)
     users = max(1, min(batch_size, budget // MIN_CHUNK))
-    return ChunkPlan(users, max(MIN_CHUNK, budget // users))
+    return ChunkPlan(users, min(MAX_CHUNK, max(MIN_CHUNK, budget // users)))
 
 
 def chunk_bounds(n_cols: int, width: int) -> Iterator[tuple[int, int, int]]:
@@ -133,6 +137,21 @@ def _guess_target_scores(hidden: Tensor, table: Tensor, targets: Tensor) -> Tens
     return (hidden @ table[targets].T).diagonal().clone()
 
 
+def _count_at_least(view: Tensor, t: Tensor, scratch: Tensor, fast: bool) -> Tensor:
+    """``[B]`` int64: how many entries of each row of ``view [B, C]`` are ``>= t [B]``.
+
+    ``fast`` (every ``t`` finite and ``|t| >= _TINY``, no NaN in ``view``): ``sign(t - s)``
+    clamped at 0 is 1 exactly where ``s < t`` (the difference of two floats is 0 only when they
+    are equal, and cannot be subnormal at these magnitudes), and float sums of 0/1 are exact below
+    2**24 columns: about 3x faster than summing a bool mask. Overwrites ``view``.
+    """
+    if not fast:
+        ge = torch.ge(view, t[:, None], out=scratch[:, : view.shape[1]])
+        return ge.sum(dim=1)
+    below = torch.sub(t[:, None], view, out=view).sign_().clamp_(min=0).sum(dim=1)
+    return view.shape[1] - below.to(torch.int64)
+
+
 @torch.no_grad()
 def chunked_ranks(
     model: SequentialRecommender,
@@ -153,7 +172,7 @@ def chunked_ranks(
         width: items per chunk (see :func:`plan_chunks`).
         absmax: :func:`table_absmax` of the model, if already known (one pass over the table).
 
-    Memory: one ``[B, width]`` float block and its ``[B, width]`` bool comparison at a time.
+    Memory: one ``[B, width]`` float block and one ``[B, width]`` bool comparison, reused.
     The top lists hold the same items as ``torch.topk`` of the full scores; among exactly tied
     scores the choice and order may differ (``torch.topk`` leaves them unspecified too).
 
@@ -169,18 +188,26 @@ def chunked_ranks(
     if mask_history:
         masked |= (ids == targets[:, None]).any(dim=1)
     rows = torch.arange(B, device=h.device)
+    # Reused across chunks: a fresh 128 MB tensor per chunk costs page faults (the kernel zeroes
+    # every new page), which took about as long as the products.
+    w = min(width, n_cols)
+    block = torch.empty(B, w, dtype=h.dtype, device=h.device)
+    above = torch.empty(B, w, dtype=torch.bool, device=h.device)
     guess = _guess_target_scores(h, model.item_table(), targets)  # checked against the chunks
+    live = ~masked
+    guess[masked] = 1.0  # any normal number: the count of a masked target is not used
     for _attempt in range(2):
+        t = guess[live]
+        fast = bool((torch.isfinite(t) & (t.abs() >= _TINY)).all())
         count = torch.zeros(B, dtype=torch.int64, device=h.device)
         seen = torch.full_like(guess, float("nan"))
         top_v = top_i = None
         for lo, new, hi in chunk_bounds(n_cols, width):
-            block = model.score_items(h, lo, hi)  # [B, hi - lo]
+            model.score_items(h, lo, hi, out=block)  # [B, w]
             history.apply(block, lo, hi)
             view = block[:, new - lo :]  # [B, hi - new], the columns not counted yet
             if check_nan and bool(torch.isnan(view).any()):
                 raise NumericalError("model produced NaN scores")
-            count += (view >= guess[:, None]).sum(dim=1)
             here = (targets >= new) & (targets < hi)
             seen[here] = view[rows[here], targets[here] - new]
             if depth:
@@ -192,7 +219,7 @@ def chunked_ranks(
                     )
                     i = torch.cat([top_i, i], 1).gather(1, j)
                 top_v, top_i = v, i
-        live = ~masked
+            count += _count_at_least(view, guess, above, fast)  # overwrites the block
         if torch.equal(seen[live], guess[live]):
             break
         guess = torch.where(live, seen, guess)  # exact now: the second count is final

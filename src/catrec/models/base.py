@@ -79,15 +79,16 @@ class SequentialRecommender(nn.Module, ABC):
         table = self.item_table() if table is None else table
         return hidden @ table[: self.n_items + 1].T
 
-    def score_items(self, hidden: Tensor, lo: int, hi: int) -> Tensor:
+    def score_items(self, hidden: Tensor, lo: int, hi: int, out: Tensor | None = None) -> Tensor:
         """Logits ``[B, hi - lo]`` of items ``lo..hi-1`` (0 = padding) for ``hidden [B, d]``.
 
         Columns ``lo:hi`` of :meth:`score`, computed without the other columns, so that full
-        ranking over a large catalogue can hold one chunk of items at a time.
+        ranking over a large catalogue can hold one chunk of items at a time; ``out`` (``[B, hi -
+        lo]``, contiguous) is reused instead of a new tensor per chunk.
         """
         if not 0 <= lo <= hi <= self.n_items + 1:
             raise ValueError(f"item range {lo}:{hi} outside 0:{self.n_items + 1}")
-        return hidden @ self.item_table()[lo:hi].T
+        return torch.matmul(hidden, self.item_table()[lo:hi].T, out=out)
 
     def forward(self, item_ids: Tensor) -> Tensor:
         """Hidden states ``[B, L, d]`` for ``item_ids [B, L]`` (embed, then encode)."""
