@@ -14,7 +14,8 @@ set size (``ru_maxrss``, the whole process: data, model and the step measured) i
     ``robust``: adversarial replacement search (last position) plus clean and perturbed top-10
     lists for ``--robust-users`` users.
 (b) Scaling series on Sports: 25%, 50%, 100% of its users and every sequence duplicated 4x under
-    new user ids; one epoch of standard SASRec each (training part and whole epoch).
+    new user ids (``--series``: ``F`` = share of users, ``FxN`` = then each sequence N times,
+    ``dup4`` = ``1.0x4``); one epoch of standard SASRec each (training part and whole epoch).
 """
 
 from __future__ import annotations
@@ -184,13 +185,12 @@ def work_epoch(args: argparse.Namespace) -> dict:
 
     data = read_dataset(SPORTS)
     seqs = [data.items[data.offsets[u] : data.offsets[u + 1]] for u in range(data.n_users)]
-    if args.variant == "dup4":
-        keep = [s for s in seqs for _ in range(4)]
-    else:
-        frac = float(args.variant)
-        rng = np.random.default_rng(0)
-        pick = np.sort(rng.permutation(data.n_users)[: int(round(frac * data.n_users))])
-        keep = [seqs[u] for u in pick]
+    # "F" keeps a random share F of the users (seed 0); "FxN" then repeats every sequence N
+    # times under new user ids; "dup4" is "1.0x4".
+    frac, _, times = ("1.0x4" if args.variant == "dup4" else args.variant).partition("x")
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.permutation(data.n_users)[: int(round(float(frac) * data.n_users))])
+    keep = [seqs[u] for u in pick for _ in range(int(times or 1))]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"sports-{args.variant}.txt"
         lens = np.array([len(s) for s in keep])
@@ -312,6 +312,13 @@ def main() -> None:
     print(format_tables(doc))
     if args.out:
         atomic_write_json(args.out, doc)
+        header = (
+            f"# {args.out.stem}\n\n`{doc['command']}`\n\ngit commit {doc['git_commit']}, "
+            f"{doc['date']}, {doc['machine']}, torch {doc['torch']} ({doc['threads']} threads); "
+            f"machine shared with other jobs: yes (load average {doc['load_avg_start']} at the "
+            f"start, {doc['load_avg_end']} at the end)\n"
+        )
+        args.out.with_suffix(".md").write_text(header + "\n```" + format_tables(doc) + "\n```\n")
 
 
 def format_tables(doc: dict) -> str:
