@@ -4,6 +4,9 @@ Scores every item for every user, never a sampled candidate set. The padding id 
 items of the user's input sequence, as far as the model reads it, are excluded by default (score
 ``-inf``, never 0, since dot products can be negative). A target that occurs in the input
 sequence is then a miss; how often that happens is reported as ``target_in_history``.
+
+Large catalogues are ranked a chunk of items at a time (:mod:`catrec.fullrank`): a batch holds at
+most ``max_scores`` users x items scores, whatever the catalogue size, with identical ranks.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from catrec.fullrank import SCORE_BUDGET, chunked_ranks, plan_chunks, table_absmax
 from catrec.metrics.ranking import (
     DEFAULT_KS,
     NumericalError,
     RankingAccumulator,
     ranks_from_scores,
 )
-from catrec.models.base import SequentialRecommender, trim_padding
+from catrec.models.base import SequentialRecommender, items_read, trim_padding
 
 
 def mask_scores(scores: Tensor, item_ids: Tensor, mask_history: bool = True) -> Tensor:
@@ -47,13 +51,6 @@ def score_users(
     """
     ids = trim_padding(inputs)
     return mask_scores(model.predict(ids), items_read(model, ids), mask_history)
-
-
-def items_read(model: SequentialRecommender, ids: Tensor) -> Tensor:
-    """The items the model reads for ``ids [B, W]``, ``[B, W']`` (0 = none): its
-    ``prediction_input`` with the mask token removed; these are the history the ranking masks."""
-    read = model.prediction_input(ids)  # [B, W']
-    return torch.where(read > model.n_items, 0, read)
 
 
 def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -98,11 +95,17 @@ def evaluate_ranking(
     progress: bool = False,
     desc: str = "ranking",
     dist=None,
+    max_scores: int = SCORE_BUDGET,
 ) -> dict[str, float]:
     """HR@K, NDCG@K, MRR over all users by full ranking.
 
     Args:
         inputs: ``[U, L]`` left-padded input sequences; targets: ``[U]`` item ids.
+        batch_size: most users per batch.
+        max_scores: most scores (users x items, float32: 4 bytes each) held at once. While
+            ``batch_size x (n_items + 1)`` fits, each batch is scored whole; beyond, the items
+            are scored in chunks and the batch may shrink (:func:`catrec.fullrank.plan_chunks`).
+            The ranks are the same either way.
         progress: show a progress bar over users (titled ``desc``; it disappears when done).
         dist: a :class:`catrec.train.distributed.DistContext` to share the work between the
             ranks of a data-parallel job: the single process's batches are dealt round-robin to
@@ -121,6 +124,9 @@ def evaluate_ranking(
     # Users in order of sequence length, so that each batch trims most of its padding; the
     # metrics are means over users and do not depend on the order.
     order = np.argsort((inputs > 0).sum(axis=1), kind="stable")
+    n_cols = model.n_items + 1
+    plan = plan_chunks(batch_size, n_cols, max_scores)
+    absmax = table_absmax(model) if plan.width < n_cols else None
     bar = tqdm(
         total=len(targets),
         desc=desc,
@@ -133,11 +139,22 @@ def evaluate_ranking(
     try:
         if dist is None:
             acc = RankingAccumulator(ks)
-            for start in range(0, len(targets), batch_size):
-                rows = order[start : start + batch_size]
+            for start in range(0, len(targets), plan.users):
+                rows = order[start : start + plan.users]
                 x = torch.as_tensor(inputs[rows], device=device)
                 y = torch.as_tensor(targets[rows], device=device)
-                acc.add(ranks_from_scores(score_users(model, x, mask_history), y))
+                if plan.width >= n_cols:
+                    acc.add(ranks_from_scores(score_users(model, x, mask_history), y))
+                else:
+                    ranks, _ = chunked_ranks(
+                        model,
+                        trim_padding(x),
+                        y,
+                        plan.width,
+                        mask_history=mask_history,
+                        absmax=absmax,
+                    )
+                    acc.add(ranks)
                 bar.update(len(rows))
         else:
             acc = _sharded_ranks(model, inputs, targets, order, batch_size, mask_history, ks, dist)

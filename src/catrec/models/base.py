@@ -79,6 +79,17 @@ class SequentialRecommender(nn.Module, ABC):
         table = self.item_table() if table is None else table
         return hidden @ table[: self.n_items + 1].T
 
+    def score_items(self, hidden: Tensor, lo: int, hi: int, out: Tensor | None = None) -> Tensor:
+        """Logits ``[B, hi - lo]`` of items ``lo..hi-1`` (0 = padding) for ``hidden [B, d]``.
+
+        Columns ``lo:hi`` of :meth:`score`, computed without the other columns, so that full
+        ranking over a large catalogue can hold one chunk of items at a time; ``out`` (``[B, hi -
+        lo]``, contiguous) is reused instead of a new tensor per chunk.
+        """
+        if not 0 <= lo <= hi <= self.n_items + 1:
+            raise ValueError(f"item range {lo}:{hi} outside 0:{self.n_items + 1}")
+        return torch.matmul(hidden, self.item_table()[lo:hi].T, out=out)
+
     def forward(self, item_ids: Tensor) -> Tensor:
         """Hidden states ``[B, L, d]`` for ``item_ids [B, L]`` (embed, then encode)."""
         return self.encode(self.embed(item_ids), item_ids > 0)
@@ -90,9 +101,13 @@ class SequentialRecommender(nn.Module, ABC):
         Bidirectional models get a mask token appended (see :meth:`prediction_input`) so that the
         prediction slot sees the whole history.
         """
+        return self.score(self.predict_hidden(item_ids))
+
+    @torch.no_grad()
+    def predict_hidden(self, item_ids: Tensor) -> Tensor:
+        """Hidden state ``[B, d]`` that :meth:`predict` scores, for ``item_ids [B, L]``."""
         ids = self.prediction_input(item_ids)
-        hidden = self.encode(self.embed(ids), ids > 0)
-        return self.score(hidden[:, -1])
+        return self.encode(self.embed(ids), ids > 0)[:, -1]
 
     def prediction_input(self, item_ids: Tensor) -> Tensor:
         """Input ids for next-item prediction; causal models use the sequence itself.
@@ -125,6 +140,14 @@ class Dropout(nn.Module):
             return x
         keep = torch.rand_like(x) >= self.p
         return x * keep * (1.0 / (1.0 - self.p))
+
+
+def items_read(model: SequentialRecommender, ids: Tensor) -> Tensor:
+    """The items the model reads for ``ids [B, W]``, ``[B, W']`` (0 = none): its
+    ``prediction_input`` with the mask token removed; this is the history a ranking masks (for
+    BERT4Rec without the oldest item of a full-length input, which the model never sees)."""
+    read = model.prediction_input(ids)  # [B, W']
+    return torch.where(read > model.n_items, 0, read)
 
 
 def trim_padding(item_ids: Tensor) -> Tensor:

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from catrec.errors import CatrecError, RunError
-from catrec.evaluate import items_read, mask_scores
-from catrec.models.base import SequentialRecommender
+from catrec.evaluate import mask_scores
+from catrec.models.base import SequentialRecommender, items_read
 from catrec.serve.recommender import load
 from catrec.utils import atomic_write_bytes, atomic_write_json
 

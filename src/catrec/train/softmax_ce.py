@@ -6,6 +6,9 @@ passes over 70 MB tensors and an ``mmap``/page-fault storm per step. Here the lo
 gradients are computed in the forward pass, a chunk of rows at a time, in buffers reused across
 chunks: the same three matrix products, fewer memory passes, and nothing ``[N, n_items]`` kept for
 backward. The result equals ``F.cross_entropy(h @ items.T, y)`` (tested).
+
+Memory: the scratch buffer holds at most :data:`MAX_BUFFER` elements (fewer rows per chunk for a
+large catalogue) and is kept between calls only up to :data:`MAX_CACHED` elements.
 """
 
 from __future__ import annotations
@@ -14,19 +17,42 @@ import torch
 from torch import Tensor
 
 CHUNK_ROWS = 256
+#: Most elements of the ``[rows, n_items]`` scratch buffer (2**24 float32 = 64 MiB): with a
+#: million items a chunk is 16 rows, not 256 (1 GB).
+MAX_BUFFER = 1 << 24
+#: Largest buffer kept between calls (32 MiB of float32); a larger one is freed after its call.
+MAX_CACHED = 1 << 23
 
-
+# At most one cached buffer (the last catalogue trained on): a process that trains on several
+# datasets in turn does not keep one buffer per catalogue.
 _BUFFERS: dict[tuple, Tensor] = {}
+
+
+def chunk_rows(chunk: int, n_cols: int) -> int:
+    """Rows per chunk: ``chunk``, fewer when ``chunk x n_cols`` would exceed :data:`MAX_BUFFER`."""
+    return max(1, min(chunk, MAX_BUFFER // max(n_cols, 1)))
+
+
+def clear_buffers() -> None:
+    """Free the cached scratch buffer (the next call allocates a new one)."""
+    _BUFFERS.clear()
 
 
 def _buffer(rows: int, cols: int, like: Tensor) -> Tensor:
     """A reused ``[rows, cols]`` scratch buffer: a fresh 12 MB tensor per chunk costs page faults
     (the kernel zeroes every new page) that made the logits product 2-4x slower than the others.
+
+    Buffers over :data:`MAX_CACHED` elements are not kept after the call (the caller's reference
+    is the only one); at that size one allocation per call is cheap next to the products.
     """
     key = (cols, like.dtype, like.device)
     buf = _BUFFERS.get(key)
-    if buf is None or buf.shape[0] < rows:
-        buf = _BUFFERS[key] = torch.empty(rows, cols, dtype=like.dtype, device=like.device)
+    if buf is not None and buf.shape[0] >= rows:
+        return buf
+    buf = torch.empty(rows, cols, dtype=like.dtype, device=like.device)
+    _BUFFERS.clear()
+    if rows * cols <= MAX_CACHED:
+        _BUFFERS[key] = buf
     return buf
 
 
@@ -40,7 +66,8 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         total = hidden.new_zeros((), dtype=torch.float64)
         # Target logits computed directly, so the loss never takes log of an underflowed exp.
         target_logit = (hidden * items[targets]).sum(-1)  # [N]
-        buf = _buffer(min(chunk, n), items.shape[0], hidden)
+        chunk = chunk_rows(chunk, items.shape[0])
+        buf = _buffer(min(chunk, n), items.shape[0], hidden)  # [chunk, V]
         for s in range(0, n, chunk):
             h = hidden[s : s + chunk]  # [c, d]
             y = targets[s : s + chunk]
