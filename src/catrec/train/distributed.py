@@ -317,38 +317,31 @@ def shard_batch(
 
 
 class DistSignalGuard:
-    """SIGINT / SIGTERM as a flag that every rank agrees on.
+    """A process's signal guard (``local``: the loop's, with ``signal`` and the context-manager
+    protocol) whose flag every rank agrees on.
 
     Each read of :attr:`received` is a collective (any rank signalled means all stop), which the
     loop reads at the same points on every rank, so all ranks stop after the same step and write
     one consistent checkpoint.
     """
 
-    def __init__(self, ctx: DistContext) -> None:
+    def __init__(self, ctx: DistContext, local: Any) -> None:
         self.ctx = ctx
-        self._local: int | None = None
-        self._old: dict[int, Any] = {}
+        self.local = local
 
     def __enter__(self) -> DistSignalGuard:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:
-                pass
+        self.local.__enter__()
         return self
-
-    def _handle(self, signum, frame) -> None:
-        self._local = signum
 
     @property
     def received(self) -> int | None:
-        if self.ctx.any(self._local is not None, "the stop check"):
-            return self._local or int(signal.SIGTERM)
+        mine = self.local.signal
+        if self.ctx.any(mine is not None, "the stop check"):
+            return mine or int(signal.SIGTERM)
         return None
 
     def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+        self.local.__exit__(*exc)
 
 
 def rng_states() -> dict[str, Any]:

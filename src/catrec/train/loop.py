@@ -410,10 +410,11 @@ def read_config_dataset(config: Config, run_dir: str | Path | None = None) -> Se
 class _SignalGuard:
     """Turns the first SIGINT / SIGTERM into a flag checked between steps; the previous handlers
     come back right away, so a second Ctrl-C stops at once (KeyboardInterrupt). All handlers are
-    restored on exit."""
+    restored on exit. :class:`catrec.train.distributed.DistSignalGuard` makes every rank agree on
+    the flag."""
 
     def __init__(self) -> None:
-        self.received: int | None = None
+        self.signal: int | None = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _SignalGuard:
@@ -425,9 +426,14 @@ class _SignalGuard:
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.received = signum
+        self.signal = signum
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+    @property
+    def received(self) -> int | None:
+        """The signal received (this process), or None."""
+        return self.signal
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -778,7 +784,9 @@ class Trainer:
                 startup_line(cfg, self.split, self.run_dir, epoch=state.epoch, step=state.step)
             )
         with (
-            _SignalGuard() if self.dist is None else distributed.DistSignalGuard(self.dist) as guard
+            _SignalGuard()
+            if self.dist is None
+            else distributed.DistSignalGuard(self.dist, _SignalGuard()) as guard
         ):
             while not state.done and state.epoch < cfg.epochs:
                 epoch = state.epoch
