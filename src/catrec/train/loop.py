@@ -218,6 +218,14 @@ def sample_negatives(window: Tensor, shape: torch.Size, n_items: int) -> Tensor:
     return neg
 
 
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward passes' precision: fp32 as is, or bf16 autocast (parameters, optimizer state
+    and gradients stay fp32; the full-softmax loss keeps its normalisation in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def build_objective(config: Config, tset: TrainingSet, device: torch.device) -> Objective:
     """The objective of ``config.mode`` (CAT.md §3): standard, adv (level 1) or cat (both)."""
     if config.mode == "standard":
@@ -231,6 +239,7 @@ def build_objective(config: Config, tset: TrainingSet, device: torch.device) -> 
         eps_absolute=config.eps_absolute,
         item_weights=torch.as_tensor(tset.item_weights, device=device),
         shared_dropout=config.shared_dropout,
+        fused=config.adv_objective == "fused",
     )
 
 
@@ -564,7 +573,8 @@ class Trainer:
                     )
                     optimizer.zero_grad(set_to_none=True)
                     try:
-                        loss, diag = objective(self.model, batch, adversarial=adv_on)
+                        with autocast(cfg.precision, self.device):
+                            loss, diag = objective(self.model, batch, adversarial=adv_on)
                         loss.backward()
                     except NumericalError as exc:
                         self._update_meta(status="failed")
