@@ -236,7 +236,7 @@ class Objective:
         def perturbed_loss(delta: Tensor | None, table2: Tensor | None) -> Tensor:
             """L_rec with ``delta`` added to the inputs and ``table2`` used everywhere."""
             t = table if table2 is None else table2
-            emb = model.embed(batch.inputs, t)
+            emb = model.embed(batch.inputs) if table2 is None else model.embed(batch.inputs, t)
             with replay_rng(masks):
                 h = model.encode(emb if delta is None else emb + delta, pad)
             return rec_loss(model, h, batch.targets, t, self.loss, batch.negatives)
