@@ -249,7 +249,7 @@ def main() -> None:
             out = tmp / "recbole.json"
             cmd = [
                 str(python),
-                __file__,
+                str(Path(__file__).resolve()),
                 "--recbole-worker",
                 str(tmp),
                 name,
@@ -259,7 +259,7 @@ def main() -> None:
                 str(args.patience),
             ]
             print("RecBole SASRec ...", flush=True)
-            subprocess.run(cmd, check=True)
+            subprocess.run(cmd, check=True, cwd=tmp)  # RecBole writes log/ folders into cwd
             results["RecBole 1.2.1 SASRec"] = json.loads(out.read_text())
         else:
             print(
