@@ -42,6 +42,8 @@ def test_defaults_resolve_by_mode_and_model():
         ({"seed": 2**64}, "'seed'"),
         ({"device": "cudafoo"}, "device must be"),
         ({"model": "bert4rec", "max_len": 1}, "max_len >= 2"),
+        ({"precision": "fp16"}, "'precision'"),
+        ({"adv_objective": "approx"}, "'adv_objective'"),
     ],
 )
 def test_rejections_name_the_key(values, key):

@@ -106,6 +106,12 @@ class Config(BaseModel):
         "with the adversarial terms on, so a run labelled cat is a CAT model, or all",
     )
     gamma: float = Field(1.0, ge=0.0, description="weight of the second-order cascade term")
+    adv_objective: Literal["exact", "fused"] = Field(
+        "exact",
+        description="exact: L_rec + lambda_1 L_1 + lambda_2 L_2, one perturbed pass per level; "
+        "fused: both perturbations in one perturbed pass, L_rec + (lambda_1 + lambda_2) L_12 "
+        "(cheaper, not the paper's objective; docs/CAT.md)",
+    )
     # optimisation
     epochs: int = Field(60, ge=1, description="maximum epochs")
     batch_size: int = Field(256, ge=1, description="training sequences per batch")
@@ -122,6 +128,12 @@ class Config(BaseModel):
     eval_batch_size: int = Field(1024, ge=1, description="users per evaluation batch")
     mask_history: bool = Field(True, description="exclude input-sequence items from the ranking")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:0, ...")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: autocast the encoder and the full-softmax products to bfloat16 "
+        "(parameters, optimizer, softmax normalisation and loss stay fp32); fastest on GPUs and "
+        "on CPUs with native bf16 (avx512_bf16 / AMX)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -191,3 +191,90 @@ def test_shared_dropout_leaves_the_generator_after_the_clean_pass():
     torch.manual_seed(3)
     Objective()(model, batch)
     assert torch.equal(after_cat, torch.rand(4))
+
+
+def test_fused_adv_objective_equals_hand_built_reference():
+    """adv_objective = fused: one perturbed pass, inputs looked up in E + Delta plus delta and
+    scored against E + Delta; L = L_rec + (lambda_1 + lambda_2) * L_12 (docs/CAT.md)."""
+    model, batch = _model_and_batch()
+    item_w = torch.linspace(0.5, 2.0, 21)
+    obj = Objective(
+        lambda_1=0.7, lambda_2=0.4, eps=0.3, eps_item=0.2, item_weights=item_w, fused=True
+    )
+    loss, diag = obj(model, batch)
+    assert set(diag) == {"loss", "loss_rec", "loss_12", "delta_norm"}
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.zero_grad()
+    table = model.item_table()
+    e = model.embed(batch.inputs)
+    pad = batch.inputs > 0
+    l_rec = rec_loss(model, model.encode(e, pad), batch.targets, table)
+    g, G = torch.autograd.grad(l_rec, [e, table], retain_graph=True)
+    delta = interaction_perturbation(g, e.detach(), pad, batch.weights, 0.3)
+    t2 = table + item_perturbation(G, table.detach(), item_w, 0.2, n_scored=21)
+    h12 = model.encode(model.embed(batch.inputs, t2) + delta, pad)
+    l12 = rec_loss(model, h12, batch.targets, t2)
+    total = l_rec + (0.7 + 0.4) * l12
+    total.backward()
+    assert diag["loss"] == pytest.approx(total.item(), rel=1e-5)
+    assert diag["loss_12"] == pytest.approx(l12.item(), rel=1e-5)
+    assert diag["loss_12"] > diag["loss_rec"]
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize(("lambda_1", "lambda_2"), [(1.0, 0.0), (0.0, 0.5)])
+def test_fused_equals_exact_with_one_level(lambda_1, lambda_2):
+    """With one level on (mode adv: level 1 only) the fused objective is the exact one."""
+    grads, diags = [], []
+    for fused in (False, True):
+        model, batch = _model_and_batch()
+        obj = Objective(lambda_1=lambda_1, lambda_2=lambda_2, eps=0.2, eps_item=0.2, fused=fused)
+        loss, diag = obj(model, batch)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        diags.append(diag)
+    assert diags[0] == diags[1]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=0, atol=0, msg=n)
+
+
+def test_fused_softmax_ce_under_bf16_autocast():
+    """bf16: the products run in bf16, the normalisation and loss in fp32; loss and gradients
+    stay close to fp32 (bf16 keeps ~3 significant digits) and keep the inputs' dtypes."""
+    torch.manual_seed(0)
+    h = torch.randn(300, 16, requires_grad=True)
+    w = (0.3 * torch.randn(500, 16)).requires_grad_()
+    y = torch.randint(0, 500, (300,))
+    ref = F.cross_entropy(h @ w.T, y)
+    rh, rw = torch.autograd.grad(ref, [h, w])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = full_softmax_ce(h, w, y, chunk=128)
+    assert loss.dtype == torch.float32
+    gh, gw = torch.autograd.grad(loss, [h, w])
+    assert gh.dtype == gw.dtype == torch.float32
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-2)
+    torch.testing.assert_close(gh, rh, rtol=0.05, atol=2e-4)
+    torch.testing.assert_close(gw, rw, rtol=0.05, atol=2e-4)
+
+
+def test_cat_objective_under_bf16_autocast_is_close_to_fp32():
+    """precision = bf16 (the loop's autocast): same losses and gradients to bf16 accuracy, fp32
+    gradients on fp32 parameters."""
+    results = []
+    for bf16 in (False, True):
+        model, batch = _model_and_batch()
+        obj = Objective(lambda_1=1.0, lambda_2=1.0, eps=0.2, eps_item=0.2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, diag = obj(model, batch)
+        loss.backward()
+        results.append((diag, {n: p.grad for n, p in model.named_parameters()}))
+    (d32, g32), (d16, g16) = results
+    for k in ("loss_rec", "loss_1", "loss_2"):
+        assert d16[k] == pytest.approx(d32[k], rel=2e-2)
+    for n in g32:
+        assert g16[n].dtype == torch.float32
+        cos = F.cosine_similarity(g16[n].flatten(), g32[n].flatten(), dim=0)
+        assert cos > 0.99, n

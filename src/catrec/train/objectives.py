@@ -6,9 +6,15 @@ CAT.md §3 (Tan et al., SDM 2024, §3):
 
 ``L_1`` is ``L_rec`` on input embeddings perturbed per interaction (level 1), ``L_2`` is ``L_rec``
 with the whole item table perturbed (level 2). Perturbations come from the gradients of the clean
-pass, taken with ``torch.autograd.grad(..., retain_graph=True)`` (nothing is written to ``.grad``):
+pass, taken with ``torch.autograd.grad`` (nothing is written to ``.grad``):
 an objective returns the total loss and the training loop alone calls ``backward`` (STYLE.md
-rule 1), so gradient accumulation, clipping, mixed precision and DDP live in one place.
+rule 1), so gradient accumulation, clipping, mixed precision and DDP live in one place. The clean
+graph is traversed once: its parameter gradients travel to the loop's backward through a
+zero-valued surrogate (:func:`clean_gradients`).
+
+``adv_objective = fused`` (an option, not the paper's objective) evaluates both perturbations in
+one perturbed pass: ``L = L_rec + (lambda_1 + lambda_2) * L_12``, where ``L_12`` is ``L_rec`` with
+the inputs looked up in ``E + Delta`` plus ``delta`` and scored against ``E + Delta``.
 """
 
 from __future__ import annotations
@@ -118,6 +124,30 @@ def set_rng_state(state: tuple[Tensor, list[Tensor]]) -> None:
         torch.cuda.set_rng_state_all(state[1])
 
 
+def clean_gradients(
+    model: SequentialRecommender, l_rec: Tensor, e: Tensor, table: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of the clean loss in ONE backward traversal of the clean graph, which is then
+    freed.
+
+    Returns ``g = dL_rec/de [B, L, d]``, ``G = dL_rec/dE [V, d]`` (through the input lookup and the
+    output scores) and ``clean``: a scalar equal to 0 whose gradient w.r.t. every parameter p is
+    ``dL_rec/dp`` (the surrogate ``sum_p <p, dL_rec/dp>`` minus its detached value). The objective
+    returns ``L_rec.detach() + clean + adversarial terms``: the loop's backward then yields the
+    same gradients as a backward through ``L_rec`` itself, without traversing the clean graph a
+    second time (as ``autograd.grad(..., retain_graph=True)`` followed by that backward did:
+    about one encoder backward per step). Nothing is written to ``.grad`` here.
+    """
+    params = [p for p in model.parameters() if p.requires_grad and p is not table]
+    wrt = [e, table, *params]
+    grads = torch.autograd.grad(l_rec, wrt, allow_unused=True)
+    surrogate = sum(
+        ((p * gp).sum() for p, gp in zip(wrt[1:], grads[1:], strict=True) if gp is not None),
+        start=l_rec.new_zeros(()),
+    )
+    return grads[0], grads[1], surrogate - surrogate.detach()
+
+
 class Objective:
     """The loss of one training step (CAT.md §3): ``L_rec + lambda_1 * L_1 + lambda_2 * L_2``.
 
@@ -129,6 +159,10 @@ class Objective:
         shared_dropout: the perturbed passes reuse the clean pass's dropout masks (CAT.md §2), so
             the FGSM direction perturbs the sub-network it was computed on; otherwise each pass
             draws fresh masks.
+        fused: with both levels on, evaluate them in one perturbed pass (``adv_objective =
+            fused``): inputs looked up in ``E + Delta`` plus ``delta``, scored against
+            ``E + Delta``, loss ``L_rec + (lambda_1 + lambda_2) * L_12``. One full-softmax pass
+            less than the exact objective, and not the paper's objective (docs/CAT.md).
 
     Under DDP (``dist`` set by :class:`catrec.train.distributed.DDPObjective`), the batch-level
     quantities are reduced over ranks so that the step equals the single process's step on the
@@ -147,6 +181,7 @@ class Objective:
         eps_absolute: bool = False,
         item_weights: Tensor | None = None,
         shared_dropout: bool = True,
+        fused: bool = False,
     ) -> None:
         self.loss = loss
         self.lambda_1 = lambda_1
@@ -156,6 +191,7 @@ class Objective:
         self.eps_absolute = eps_absolute
         self.item_weights = item_weights
         self.shared_dropout = shared_dropout
+        self.fused = fused
 
     def perturbation_mask(self, model: SequentialRecommender, inputs: Tensor) -> Tensor:
         """``[B, L]`` True at real interactions (not padding, not a mask token)."""
@@ -165,11 +201,11 @@ class Objective:
         self, model: SequentialRecommender, batch: Batch, adversarial: bool = True
     ) -> tuple[Tensor, dict[str, float]]:
         """The step's loss ``L * batch.loss_scale`` (a scalar to call ``backward`` on) and its
-        diagnostics (``loss``, ``loss_rec``, and ``loss_1``, ``loss_2``, ``delta_norm`` when the
-        adversarial terms run; unscaled floats).
+        diagnostics (``loss``, ``loss_rec``, and ``loss_1``, ``loss_2`` (exact) or ``loss_12``
+        (fused), ``delta_norm`` when the adversarial terms run; unscaled floats).
 
         Leaves every ``.grad`` untouched: the clean gradients that build the perturbations are
-        taken with ``torch.autograd.grad``.
+        taken with ``torch.autograd.grad`` (:func:`clean_gradients`).
 
         Raises:
             NumericalError: the clean or an adversarial loss is NaN or infinite.
@@ -187,20 +223,18 @@ class Objective:
         if not adversarial:
             return l_rec * batch.loss_scale, out
 
-        # g = dL_rec/de [B, L, d] and G = dL_rec/dE [V, d] of this batch alone; the graph is kept
-        # for the loop's backward of the total loss.
-        wrt = [e] + ([table] if self.lambda_2 > 0 else [])
-        # DDP: the union's G is the share-weighted sum of the ranks' G (module docstring of
-        # catrec.train.distributed); level 1's direction is per row and needs no reduction.
-        clean = l_rec if self.dist is None else l_rec * batch.share
-        grads = torch.autograd.grad(clean, wrt, retain_graph=True)
+        g, G, clean = clean_gradients(model, l_rec, e, table)
         if self.dist is not None and self.lambda_2 > 0:
-            self.dist.sum_(grads[-1], "the level-2 gradient reduction")
-        total = l_rec
+            # DDP: the union's G is the share-weighted sum of the ranks' G (module docstring of
+            # catrec.train.distributed); level 1's direction is per row and needs no reduction.
+            G = G * batch.share
+            self.dist.sum_(G, "the level-2 gradient reduction")
+        total = l_rec.detach() + clean
+        real = self.perturbation_mask(model, batch.inputs)
+        delta = None
         if self.lambda_1 > 0:
-            real = self.perturbation_mask(model, batch.inputs)
             delta = interaction_perturbation(
-                grads[0],
+                g,
                 e.detach(),
                 real,
                 batch.weights,
@@ -208,31 +242,39 @@ class Objective:
                 self.eps_absolute,
                 scale=self._union_scale(e, real, batch),
             )
-            with replay_rng(masks):
-                h1 = model.encode(model.embed(batch.inputs) + delta, pad)
-            l1 = rec_loss(model, h1, batch.targets, table, self.loss, batch.negatives)
-            total = total + self.lambda_1 * l1
-            out["loss_1"] = l1.item()
             out["delta_norm"] = float(delta.norm(dim=-1)[real].mean()) if real.any() else 0.0
+        table2 = None
         if self.lambda_2 > 0:
             weights = self.item_weights
             if weights is None:
                 weights = torch.ones(table.shape[0], device=table.device)
             Delta = item_perturbation(
-                grads[-1],
-                table.detach(),
-                weights,
-                self.eps_item,
-                self.eps_absolute,
-                model.n_items + 1,
+                G, table.detach(), weights, self.eps_item, self.eps_absolute, model.n_items + 1
             )
             Delta[model.n_items + 1 :] = 0.0  # rows past the items (a mask token) are not items
             table2 = table + Delta
+
+        def perturbed_loss(delta: Tensor | None, table2: Tensor | None) -> Tensor:
+            """L_rec with ``delta`` added to the inputs and ``table2`` used everywhere."""
+            t = table if table2 is None else table2
+            emb = model.embed(batch.inputs) if table2 is None else model.embed(batch.inputs, t)
             with replay_rng(masks):
-                h2 = model.encode(model.embed(batch.inputs, table2), pad)
-            l2 = rec_loss(model, h2, batch.targets, table2, self.loss, batch.negatives)
-            total = total + self.lambda_2 * l2
-            out["loss_2"] = l2.item()
+                h = model.encode(emb if delta is None else emb + delta, pad)
+            return rec_loss(model, h, batch.targets, t, self.loss, batch.negatives)
+
+        if self.fused and delta is not None and table2 is not None:
+            l12 = perturbed_loss(delta, table2)
+            total = total + (self.lambda_1 + self.lambda_2) * l12
+            out["loss_12"] = l12.item()
+        else:  # exact, or only one level on (then fused is the same objective)
+            if delta is not None:
+                l1 = perturbed_loss(delta, None)
+                total = total + self.lambda_1 * l1
+                out["loss_1"] = l1.item()
+            if table2 is not None:
+                l2 = perturbed_loss(None, table2)
+                total = total + self.lambda_2 * l2
+                out["loss_2"] = l2.item()
         if not torch.isfinite(total):
             raise NumericalError(f"adversarial loss is {float((total - l_rec).detach())}")
         out["loss"] = total.item()

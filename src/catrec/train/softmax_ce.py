@@ -58,36 +58,14 @@ def _buffer(rows: int, cols: int, like: Tensor) -> Tensor:
 
 class _FusedSoftmaxCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: Tensor, items: Tensor, targets: Tensor, chunk: int) -> Tensor:
-        n = hidden.shape[0]
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(items) if need_w else None
-        total = hidden.new_zeros((), dtype=torch.float64)
-        # Target logits computed directly, so the loss never takes log of an underflowed exp.
-        target_logit = (hidden * items[targets]).sum(-1)  # [N]
-        chunk = chunk_rows(chunk, items.shape[0])
-        buf = _buffer(min(chunk, n), items.shape[0], hidden)  # [chunk, V]
-        for s in range(0, n, chunk):
-            h = hidden[s : s + chunk]  # [c, d]
-            y = targets[s : s + chunk]
-            p = torch.mm(h, items.T, out=buf[: len(h)])  # [c, V] logits, then probabilities
-            m = p.amax(dim=1, keepdim=True)
-            p.sub_(m).exp_()
-            z = p.sum(dim=1, keepdim=True)
-            total += (
-                (z.log().squeeze(1) + m.squeeze(1) - target_logit[s : s + chunk]).sum().double()
-            )
-            if need_h or need_w:
-                p.div_(z)
-                p[torch.arange(len(y), device=p.device), y] -= 1.0  # softmax - onehot
-                if need_h:
-                    torch.matmul(p, items, out=grad_h[s : s + chunk])
-                if need_w:
-                    grad_w.addmm_(p.T, h)
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.n = n
-        return (total / n).to(hidden.dtype)
+    def forward(
+        ctx, hidden: Tensor, items: Tensor, targets: Tensor, chunk: int, dtype: torch.dtype | None
+    ) -> Tensor:
+        # Autocast is handled here, explicitly: with ``dtype`` (bf16) the three products run in it,
+        # while the softmax normalisation, the loss and the gradient of the table accumulate in
+        # fp32 (a bf16 sum over 12,000 items or 1,500 positions would lose most of its digits).
+        with torch.autocast(hidden.device.type, enabled=False):
+            return _forward(ctx, hidden, items, targets, chunk, dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -95,10 +73,59 @@ class _FusedSoftmaxCE(torch.autograd.Function):
         scale = grad_out / ctx.n
         return (
             grad_h * scale if grad_h is not None else None,
-            grad_w * scale if grad_w is not None else None,
+            (grad_w * scale).to(ctx.items_dtype) if grad_w is not None else None,
+            None,
             None,
             None,
         )
+
+
+def _forward(
+    ctx, hidden: Tensor, items: Tensor, targets: Tensor, chunk: int, dtype: torch.dtype | None
+) -> Tensor:
+    n = hidden.shape[0]
+    need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    low = dtype is not None and dtype != torch.float32
+    hid, its = (hidden.to(dtype), items.to(dtype)) if low else (hidden, items)
+    acc = torch.promote_types(hidden.dtype, torch.float32) if low else hidden.dtype
+    grad_h = torch.empty_like(hidden) if need_h else None
+    grad_w = torch.zeros_like(items, dtype=acc) if need_w else None
+    total = hidden.new_zeros((), dtype=torch.float64)
+    # Target logits computed directly (fp32, from the values the products see), so the loss never
+    # takes log of an underflowed exp.
+    target_logit = (hid.to(acc) * its[targets].to(acc)).sum(-1)  # [N]
+    chunk = chunk_rows(chunk, items.shape[0])
+    buf = _buffer(min(chunk, n), items.shape[0], hid.new_empty((), dtype=acc))  # [chunk, V]
+    low_buf = _buffer(min(chunk, n), items.shape[0], hid) if low else None
+    for s in range(0, n, chunk):
+        h = hid[s : s + chunk]  # [c, d]
+        y = targets[s : s + chunk]
+        if low:  # logits in bf16, then fp32 for the normalisation
+            p = buf[: len(h)].copy_(torch.mm(h, its.T, out=low_buf[: len(h)]))
+        else:
+            p = torch.mm(h, its.T, out=buf[: len(h)])  # [c, V] logits, then probabilities
+        m = p.amax(dim=1, keepdim=True)
+        p.sub_(m).exp_()
+        z = p.sum(dim=1, keepdim=True)
+        total += (z.log().squeeze(1) + m.squeeze(1) - target_logit[s : s + chunk]).sum().double()
+        if need_h or need_w:
+            p.div_(z)
+            p[torch.arange(len(y), device=p.device), y] -= 1.0  # softmax - onehot
+            if low:
+                p = low_buf[: len(h)].copy_(p)
+            if need_h and low:
+                grad_h[s : s + chunk] = torch.mm(p, its)
+            elif need_h:
+                torch.mm(p, its, out=grad_h[s : s + chunk])
+            if need_w:
+                if low:
+                    grad_w.add_(torch.mm(p.T, h))
+                else:
+                    grad_w.addmm_(p.T, h)
+    ctx.save_for_backward(grad_h, grad_w)
+    ctx.n = n
+    ctx.items_dtype = items.dtype
+    return (total / n).to(acc)
 
 
 def full_softmax_ce(
@@ -112,9 +139,14 @@ def full_softmax_ce(
         targets: ``[N]`` int64 indices into ``items`` (0-based).
 
     Returns:
-        scalar loss (nats, averaged over the N positions). Differentiable w.r.t. ``hidden`` and
-        ``items``. Raises ``ValueError`` when N = 0.
+        scalar fp32 loss (nats, averaged over the N positions). Differentiable w.r.t. ``hidden``
+        and ``items``. Raises ``ValueError`` when N = 0.
+
+    Under ``torch.autocast`` (bf16) the three ``[N, V]`` products run in the autocast dtype; the
+    softmax normalisation, the loss and the table's gradient stay fp32.
     """
     if hidden.shape[0] == 0:
         raise ValueError("no positions with a target in this batch")
-    return _FusedSoftmaxCE.apply(hidden, items, targets, chunk)
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    return _FusedSoftmaxCE.apply(hidden, items, targets, chunk, dtype)
