@@ -199,7 +199,7 @@ def plan_jobs(
                         "mode": mode,
                         "n_trials": args.trials,
                         "donor": str(out / donor),
-                        "sampler_seed": i,
+                        "sampler_seed": 1000 * ("adv", "cat").index(mode) + i,
                     },
                     1,
                     deps=[donor],

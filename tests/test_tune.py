@@ -29,6 +29,19 @@ def test_search_space_matches_the_issue():
         study.tell(t, 0.0)
     adv = search_space(study.ask(), "adv")
     assert set(adv) == {"eps", "lambda_1", "adv_warmup_epochs", "shared_dropout", "patience"}
+    # a warm-up that leaves no adversarial epoch is never offered: every trial is adversarial
+    short = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    assert {search_space(short.ask(), "cat", epochs=6)["adv_warmup_epochs"] for _ in range(40)} == {
+        0,
+        5,
+    }
+
+
+def test_adv_and_cat_searches_draw_differently():
+    from catrec.tune import sampler_seed
+
+    seeds = {sampler_seed(m, w) for m in ("adv", "cat") for w in range(4)}
+    assert len(seeds) == 8
 
 
 def test_tune_runs_resumes_and_never_reads_test(beauty_tiny, tmp_path, monkeypatch):

@@ -36,11 +36,12 @@ PATIENCES = (5, 10)
 SELECT_METRIC = "NDCG@10"
 
 
-def search_space(trial: Any, mode: str) -> dict[str, Any]:
+def search_space(trial: Any, mode: str, epochs: int | None = None) -> dict[str, Any]:
     """Config values of one trial (issue 11 §1): eps and eps_item in [0.01, 1] (log), lambda_1
     and lambda_2 in [0.1, 3], warm-up in {0, 5, 10, 20}, scaling in {proportional, inverse} (cat),
     shared dropout masks on or off, patience in {5, 10}. ``adv`` is level 1 with no scaling, so
-    it searches eps, lambda_1, warm-up, shared dropout and patience.
+    it searches eps, lambda_1, warm-up, shared dropout and patience. Warm-ups that would leave no
+    adversarial epoch within ``epochs`` are not offered (a trial must be an adversarial model).
 
     Raises:
         ConfigError: ``mode`` is not ``adv`` or ``cat``.
@@ -50,7 +51,9 @@ def search_space(trial: Any, mode: str) -> dict[str, Any]:
     values: dict[str, Any] = {
         "eps": trial.suggest_float("eps", 0.01, 1.0, log=True),
         "lambda_1": trial.suggest_float("lambda_1", 0.1, 3.0),
-        "adv_warmup_epochs": trial.suggest_categorical("adv_warmup_epochs", list(WARMUPS)),
+        "adv_warmup_epochs": trial.suggest_categorical(
+            "adv_warmup_epochs", [w for w in WARMUPS if epochs is None or w < epochs]
+        ),
         "shared_dropout": trial.suggest_categorical("shared_dropout", [True, False]),
         "patience": trial.suggest_categorical("patience", list(PATIENCES)),
     }
@@ -59,6 +62,12 @@ def search_space(trial: Any, mode: str) -> dict[str, Any]:
         values["lambda_2"] = trial.suggest_float("lambda_2", 0.1, 3.0)
         values["scaling"] = trial.suggest_categorical("scaling", ["proportional", "inverse"])
     return values
+
+
+def sampler_seed(mode: str, worker: int) -> int:
+    """The TPE sampler's seed of one worker of one mode: distinct per mode and worker, so that the
+    adv and cat searches (and parallel workers) do not draw the same random trials."""
+    return 1000 * ("adv", "cat").index(mode) + worker
 
 
 def standard_patience(log: Sequence[dict[str, Any]], patience: int) -> tuple[int, float]:
@@ -160,7 +169,8 @@ def run_trials(
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
     def objective(trial: optuna.Trial) -> float:
-        values = base | {"mode": mode} | search_space(trial, mode)
+        epochs = make_config(base | {"mode": mode}).epochs
+        values = base | {"mode": mode} | search_space(trial, mode, epochs)
         cfg = make_config(values, source=f"trial {trial.number}")
         run = out / "trials" / f"{mode}-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run.relative_to(out)))
@@ -276,7 +286,9 @@ def tune(
     prepare_donor(out, base, progress=progress)
     if workers <= 1:
         for mode in modes:
-            run_trials(out, base, mode, n_trials, progress=progress)
+            run_trials(
+                out, base, mode, n_trials, sampler_seed=sampler_seed(mode, 0), progress=progress
+            )
     else:
         ctx = mp.get_context("spawn")  # CUDA cannot be forked
         procs = []
@@ -287,7 +299,9 @@ def tune(
                 values["device"] = devices[j % len(devices)]
             # each worker its own sampler seed: equal seeds would draw the same random trials
             p = ctx.Process(
-                target=run_trials, args=(out, values, mode, n_trials), kwargs={"sampler_seed": j}
+                target=run_trials,
+                args=(out, values, mode, n_trials),
+                kwargs={"sampler_seed": sampler_seed(mode, j)},
             )
             p.start()
             procs.append(p)

@@ -86,3 +86,26 @@ def test_usage_errors(tiny_run, tmp_path, capsys):
     assert main(["recommend", str(tiny_run), "--history", "i1", "--output", "x.jsonl"]) == 2
     assert main(["recommend", str(tmp_path / "nope"), "--history", "i1"]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    missing = ["recommend", str(tiny_run), "--input", str(tmp_path / "none.jsonl")]
+    assert main([*missing, "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "none.jsonl: no such file" in capsys.readouterr().err
+    same = tmp_path / "h.jsonl"
+    same.write_text('{"user": "u", "history": ["i1"]}\n')
+    assert main(["recommend", str(tiny_run), "--input", str(same), "--output", str(same)]) == 2
+    assert "is the --input file" in capsys.readouterr().err
+    assert same.read_text() == '{"user": "u", "history": ["i1"]}\n'  # left as it was
+
+
+def test_serve_refuses_a_port_in_use(tiny_run):
+    import socket
+
+    import catrec
+    from catrec.errors import ConfigError
+    from catrec.serve.http import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve(catrec.load(tiny_run), host="127.0.0.1", port=port)

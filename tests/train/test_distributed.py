@@ -34,7 +34,7 @@ from catrec.train.loop import evaluate_run, load_split, train, training_set
 WORKER = Path(__file__).with_name("ddp_worker.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
 N_USERS = 41  # odd: neither the training rows nor the evaluation users split evenly
-TIMEOUT_S = 15  # CATREC_DIST_TIMEOUT of the job: a hang would show as a slow test
+TIMEOUT_S = 8  # CATREC_DIST_TIMEOUT of the job: a hang would show as a slow test
 
 
 def _write_sequences(path: Path) -> int:

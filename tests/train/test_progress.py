@@ -38,6 +38,10 @@ def test_eta_is_epochs_left_times_the_recent_whole_epoch_time():
     assert eta([{"epoch": 10, "epoch_time_s": 5.0}], cfg) == ""  # nothing left
     warm = _cfg(mode="cat", epochs=10, adv_warmup_epochs=5)
     assert eta(log[:2], warm).endswith("(+ slower adversarial epochs)")
+    # after the last warm-up epoch the next one is adversarial: still said
+    last_warm = [{"epoch": e, "epoch_time_s": 5.0} for e in range(1, 6)]
+    assert eta(last_warm, warm).endswith("(+ slower adversarial epochs)")
+    assert "adversarial" not in eta([*last_warm, {"epoch": 6, "epoch_time_s": 9.0}], warm)
 
 
 @pytest.mark.parametrize(("s", "text"), [(42.4, "42s"), (1868, "31m08s"), (7500, "2h05m")])

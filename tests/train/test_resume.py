@@ -157,3 +157,52 @@ def test_resume_refuses_a_run_that_is_still_training(beauty_tiny, tmp_path):
         train(cfg, tmp_path / "run", progress=False)
     (tmp_path / "run" / ".lock").write_text("999999999")  # stale: its owner is gone
     assert train(cfg, tmp_path / "run", progress=False, resume=True)["test"]["n_users"] == 300
+
+
+def test_resuming_a_finished_run_changes_nothing(beauty_tiny, tmp_path):
+    """--resume on a finished run: nothing to resume; run.json's resume record is not touched."""
+    import json
+
+    from catrec.config import make_config
+    from catrec.train.loop import train
+
+    cfg = make_config(
+        {
+            "dataset": str(beauty_tiny),
+            "mode": "standard",
+            "epochs": 1,
+            "hidden_size": 16,
+            "max_len": 10,
+            "batch_size": 64,
+        }  # fmt: skip
+    )
+    first = train(cfg, tmp_path / "run", progress=False)
+    before = json.loads((tmp_path / "run" / "run.json").read_text())
+    with pytest.warns(UserWarning, match="nothing to resume"):
+        again = train(cfg, tmp_path / "run", progress=False, resume=True)
+    after = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert again["test"] == first["test"]
+    assert after.get("resumed") == before.get("resumed") and after["status"] == "finished"
+
+
+def test_evaluating_a_run_stopped_in_its_warmup_says_why_there_is_no_model(beauty_tiny, tmp_path):
+    from catrec.config import make_config
+    from catrec.errors import RunError
+    from catrec.train.loop import Interrupted, Trainer, evaluate_run
+
+    cfg = make_config(
+        {
+            "dataset": str(beauty_tiny),
+            "mode": "cat",
+            "epochs": 4,
+            "adv_warmup_epochs": 2,
+            "hidden_size": 16,
+            "max_len": 10,
+            "batch_size": 64,
+        }  # fmt: skip
+    )
+    n_steps = 5  # 300 users / 64: the first epoch, then a step into the second
+    with pytest.raises(Interrupted):
+        Trainer(cfg, tmp_path / "run", progress=False, stop_after_steps=n_steps + 1).fit()
+    with pytest.raises(RunError, match="no best.pt yet.*warm-up.*catrec train --resume"):
+        evaluate_run(tmp_path / "run")

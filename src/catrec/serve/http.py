@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from catrec.errors import ConfigError
 from catrec.serve.recommender import Recommendations, Recommender
 
 ItemId = StrictStr | StrictInt
@@ -342,7 +343,22 @@ def serve(
     access_log: bool = True,
     log_level: str = "info",
 ) -> None:
-    """Run the app with uvicorn until interrupted (Ctrl-C / SIGTERM stop it cleanly)."""
+    """Run the app with uvicorn until interrupted (Ctrl-C / SIGTERM stop it cleanly).
+
+    Raises:
+        ConfigError: the address cannot be bound (e.g. the port is in use).
+    """
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port"
+            ) from None
     import uvicorn
 
     uvicorn.run(

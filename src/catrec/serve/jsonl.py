@@ -82,6 +82,10 @@ def recommend_file(
         FileNotFoundError: no input file.
     """
     input_path = Path(input_path)
+    if not input_path.is_file():
+        raise DataError(f"{input_path}: no such file (the --input JSON Lines of histories)")
+    if output_path is not None and Path(output_path).resolve() == input_path.resolve():
+        raise DataError(f"{output_path}: --output is the --input file; write to another file")
     counts = {"histories": 0, "fallback": 0, "unknown_ids": 0}
     first_unknown: list[str] = []
 

@@ -998,10 +998,13 @@ class Trainer:
         if self.dist is not None:  # DDP: each rank continues its own random stream
             distributed.restore_rank_rng(self.dist, ckpt, self.config.seed)
         ts = ckpt["train_state"]
-        if ts["done"]:
+        if ts["done"] or meta.get("status") == "finished":
             warnings.warn(
-                f"{self.run_dir}: the run had already finished; re-evaluating it", stacklevel=2
+                f"{self.run_dir}: the run had already finished: nothing to resume; "
+                "re-evaluating it",
+                stacklevel=2,
             )
+            return TrainState(**ts)
         resumes = meta.get("resumed", [])
         # in_epoch is 1-based like the messages; after_step: steps of that epoch already done
         resumes.append(
@@ -1039,6 +1042,17 @@ def warn_if_unfinished(run_dir: Path, meta: dict[str, Any], config: Config, ckpt
         return
     log = run_dir / "log.json"
     done = len(read_json(log, list)) if log.is_file() else 0
+    if not ckpt.exists():
+        warmup = (
+            f" (only standard warm-up epochs so far: the reported model is the best of the "
+            f"adversarial epochs, which start after epoch {config.adv_warmup_epochs})"
+            if meta.get("select_from") == "adversarial" and done <= config.adv_warmup_epochs
+            else ""
+        )
+        raise RunError(
+            f"{run_dir}: the run has not finished and has no {ckpt.name} yet{warmup}; "
+            f"continue it with: catrec train --resume {run_dir}"
+        )
     live = status == "running" and meta.get("pid") != os.getpid() and pid_alive(meta.get("pid"))
     why = f"it is still being trained by process {meta['pid']}" if live else f"status {status!r}"
     then = "" if live else f"; finish it with: catrec train --resume {run_dir}"

@@ -60,7 +60,7 @@ def eta(log: list[dict[str, Any]], config: Config) -> str:
         return ""
     epochs = "epoch" if left == 1 else "epochs"
     text = f"ETA {format_duration(left * sum(times) / len(times))} for {left} {epochs} left"
-    if config.adversarial and done < config.adv_warmup_epochs < config.epochs:
+    if config.adversarial and done <= config.adv_warmup_epochs < config.epochs:
         text += " (+ slower adversarial epochs)"
     return text
 
