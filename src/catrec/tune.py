@@ -102,6 +102,7 @@ def _storage(out: Path) -> Any:
 def _study(out: Path, name: str, seed: int) -> Any:
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # catrec reports progress itself
     return optuna.create_study(
         study_name=name,
         storage=_storage(out),

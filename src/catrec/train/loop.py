@@ -755,13 +755,20 @@ class Trainer:
         )
         state = TrainState()
         select_adversarial = selects_adversarial(cfg)
+        # Data errors are found before anything is written to the run folder.
+        tset = training_set(self.split, self.model, cfg)
+        n_rows = len(tset.window)
+        if n_rows == 0:
+            raise DataError(
+                f"{self.split.data.name}: no training sequences: every user has only 3 "
+                "interactions, so each training part is one item and has no next-item target"
+            )
         if resume:
             state = self._restore(optimizer)
         else:
             self._write_start_files()
             if warmup_from is not None and cfg.adversarial:
                 state = self._start_from_warmup(warmup_from, optimizer, select_adversarial)
-        tset = training_set(self.split, self.model, cfg)
         if cfg.adversarial and self.is_main:
             buf = io.BytesIO()
             np.savez_compressed(buf, position=tset.weights, item=tset.item_weights)
@@ -789,12 +796,6 @@ class Trainer:
                 "are emulated and much slower than fp32 here (13x measured on an AVX2 CPU); "
                 "use --precision fp32 on this machine",
                 stacklevel=2,
-            )
-        n_rows = len(tset.window)
-        if n_rows == 0:
-            raise DataError(
-                f"{self.split.data.name}: no training sequences: every user has only 3 "
-                "interactions, so each training part is one item and has no next-item target"
             )
         n_batches = (n_rows + cfg.batch_size - 1) // cfg.batch_size
         lengths = (tset.window > 0).sum(axis=1)
