@@ -170,3 +170,31 @@ def test_parallel_runs_train_each_run_in_its_own_process(tmp_path):
     assert len(pids) == 2 and os.getpid() not in pids
     ref = train(run_config(base, "standard", 0), tmp_path / "ref", progress=False)
     assert ref["test"] == result["runs"][0]["test"]  # the same run as in this process
+
+
+def test_compare_shares_the_warmup_of_each_seed(tmp_path):
+    """Issue 11: the adversarial runs of a seed start from the standard run's kept warm-up, and
+    end exactly where training the warm-up themselves would."""
+    rng = np.random.default_rng(1)
+    data = tmp_path / "seq.txt"
+    data.write_text(
+        "".join(
+            " ".join(
+                map(str, [u, *rng.choice(np.arange(1, 26), rng.integers(4, 9), replace=False)])
+            )
+            + "\n"
+            for u in range(40)
+        )
+    )
+    base = {"dataset": str(data), "hidden_size": 8, "max_len": 6, "epochs": 3, "dropout": 0.2,
+            "adv_warmup_epochs": 2, "batch_size": 16}  # fmt: skip
+    result = run_compare(tmp_path / "cmp", base, ["cat", "standard"], [0], positions=["last"],
+                         n_bootstrap=10, progress=False)  # fmt: skip
+    runs = {r["mode"]: r for r in result["runs"]}
+    std_dir = tmp_path / "cmp" / "runs" / "standard-seed0"
+    assert (std_dir / "state-epoch2.pt").exists()
+    meta = json.loads((Path(runs["cat"]["run_dir"]) / "run.json").read_text())
+    assert meta["warmup_from"] == {"run": str(std_dir), "epochs": 2,
+                                   "git_commit": meta["warmup_from"]["git_commit"]}  # fmt: skip
+    alone = train(run_config(base, "cat", 0), tmp_path / "alone", progress=False)
+    assert alone["test"] == runs["cat"]["test"]

@@ -163,8 +163,14 @@ def prepare_run(
     *,
     progress: bool = True,
     reuse_mismatched: bool = False,
+    keep_states: Sequence[int] = (),
+    warmup_from: Path | None = None,
 ) -> tuple[str, Config]:
     """Make sure ``run_dir`` holds a finished run; returns (what was done, the run's config).
+
+    A run trained here keeps its state after the epochs ``keep_states`` and, if adversarial,
+    starts after its warm-up from the state that ``warmup_from`` (the standard run of the same
+    seed) kept (:meth:`catrec.train.loop.Trainer.fit`).
 
     A finished run (``run.json`` status ``finished``) is reused as it is and a run with
     ``last.pt`` is resumed with its stored config, both only if that config equals ``config``
@@ -196,7 +202,14 @@ def prepare_run(
         _check_reuse(run_dir, stored, config, "an interrupted run", reuse_mismatched)
         train(stored, run_dir, progress=progress, resume=True, split=split)
         return "resumed", stored
-    train(config, run_dir, progress=progress, split=split)
+    train(
+        config,
+        run_dir,
+        progress=progress,
+        split=split,
+        keep_states=keep_states,
+        warmup_from=warmup_from if config.adversarial else None,
+    )
     return "trained", config
 
 
@@ -270,6 +283,26 @@ def run_compare(
         jobs = [(out / "runs" / run_name(m, s), cfg) for (m, s), cfg in tasks]
         done = train_parallel(jobs, split, min(parallel_runs, len(jobs)))
         prepared = {key: result for (key, _), result in zip(tasks, done, strict=True)}
+    share_warmup = parallel_runs == 1 and "standard" in modes
+    if share_warmup:
+        # The standard run of each seed first, keeping its state after every warm-up length the
+        # adversarial runs of that seed use: their warm-up epochs are this run's, bit for bit.
+        for seed in seeds:
+            warmups = {configs[(m, seed)].adv_warmup_epochs for m in modes if m != "standard"}
+            run_dir = out / "runs" / run_name("standard", seed)
+            try:
+                prepared[("standard", seed)] = prepare_run(
+                    run_dir,
+                    configs[("standard", seed)],
+                    split,
+                    progress=progress,
+                    reuse_mismatched=reuse_mismatched,
+                    keep_states=sorted(warmups - {0}),
+                )
+            except Interrupted as exc:
+                raise Interrupted(
+                    f"{exc}. To resume the comparison, run the same catrec compare command again."
+                ) from exc
     bar = tqdm(tasks, desc="compare", disable=not progress, dynamic_ncols=True)
     try:
         for (mode, seed), cfg in bar:
@@ -280,8 +313,14 @@ def run_compare(
                 if (mode, seed) in prepared:
                     status, used = prepared[(mode, seed)]
                 else:
+                    donor = out / "runs" / run_name("standard", seed) if share_warmup else None
                     status, used = prepare_run(
-                        run_dir, cfg, split, progress=progress, reuse_mismatched=reuse_mismatched
+                        run_dir,
+                        cfg,
+                        split,
+                        progress=progress,
+                        reuse_mismatched=reuse_mismatched,
+                        warmup_from=donor,
                     )
             except Interrupted as exc:
                 raise Interrupted(
