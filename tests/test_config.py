@@ -145,3 +145,19 @@ def test_config_changes_name_the_keys():
     old = a.model_dump()
     del old["time_format"]  # a key added to catrec after the run: its default, no change
     assert config_changes(old, a) == []
+
+
+def test_a_bad_value_in_the_file_is_reported_even_when_a_flag_overrides_it(tmp_path):
+    """The README's own example (`epochs: "10"`) is rejected whether or not --epochs is given."""
+    from catrec.cli import main
+
+    data = tmp_path / "d.txt"
+    data.write_text("".join(f"{u} 1 2 3 4 5\n" for u in range(1, 6)))
+    for line, key in [('epochs: "10"', "epochs"), ("max_len: 0", "max_len"),
+                      ("hidden_size: 16.5", "hidden_size")]:  # fmt: skip
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(line + "\n")
+        args = ["train", "--config", str(cfg), "--dataset", str(data), "--epochs", "1",
+                "--max-len", "4", "--hidden-size", "8", "--out", str(tmp_path / key)]  # fmt: skip
+        assert main(args) == 2, line
+        assert not (tmp_path / key).exists()

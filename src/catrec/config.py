@@ -17,9 +17,9 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.resolver import VersionedResolver
@@ -266,12 +266,40 @@ def parse_yaml(text: str, source: str = "config") -> Any:
         raise ConfigError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict (keys not yet validated), by the YAML 1.2 core schema.
+def check_values(values: dict[str, Any], source: str) -> None:
+    """Check each known key's value on its own (type and range), so that a bad value in a file
+    is reported even when a command-line flag overrides it; unknown keys and rules across keys
+    are left to :func:`make_config`.
 
     Raises:
-        ConfigError: unreadable file, invalid YAML, a duplicate key, or not a mapping at the top
-            level.
+        ConfigError: a value of the wrong type or out of range; the message names the key.
+    """
+    errors = []
+    for key, value in values.items():
+        field = Config.model_fields.get(key)
+        if field is None:
+            continue
+        annotation = (
+            Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        )
+        try:
+            TypeAdapter(annotation, config=_FIELD_CHECK).validate_python(value)
+        except ValidationError as exc:
+            errors.append(f"{source}: key {key!r}: {exc.errors()[0]['msg']} (got {value!r})")
+    if errors:
+        raise ConfigError("; ".join(errors))
+
+
+_FIELD_CHECK = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict by the YAML 1.2 core schema; each known key's value is
+    checked on its own (:func:`check_values`), the whole config later by :func:`make_config`.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, a duplicate key, not a mapping at the top
+            level, or a value of the wrong type or out of range.
     """
     path = Path(path)
     try:
@@ -285,6 +313,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(obj, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(obj).__name__}")
+    check_values(obj, str(path))
     return obj
 
 
