@@ -116,6 +116,8 @@ def job_legacy(spec: dict[str, Any]) -> None:
 def plan_jobs(
     args: argparse.Namespace, out: Path, tuned: dict[str, dict[str, Any]] | None
 ) -> list[Job]:
+    from catrec.tune import sampler_seed
+
     dev = {"device": args.device, **json.loads(args.override)}
     jobs: list[Job] = []
     datasets = args.datasets.split(",")
@@ -199,7 +201,7 @@ def plan_jobs(
                         "mode": mode,
                         "n_trials": args.trials,
                         "donor": str(out / donor),
-                        "sampler_seed": 1000 * ("adv", "cat").index(mode) + i,
+                        "sampler_seed": sampler_seed(mode, i),
                     },
                     1,
                     deps=[donor],

@@ -148,18 +148,19 @@ def test_cat_losses_by_hand():
     assert cat_losses(acc, [], ["standard"], 10) == {"n_judged": 0, "losses": []}
 
 
-def test_parallel_runs_train_each_run_in_its_own_process(tmp_path):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "seq.txt"
-    data.write_text(
-        "".join(
-            " ".join(
-                map(str, [u, *rng.choice(np.arange(1, 26), rng.integers(3, 9), replace=False)])
-            )
-            + "\n"
-            for u in range(30)
-        )
+def _random_sequences(path: Path, n_users: int, min_len: int, seed: int) -> Path:
+    """A sequence file of ``n_users`` users with ``min_len``-8 distinct items of 1..25 each."""
+    rng = np.random.default_rng(seed)
+    rows = (
+        [u, *rng.choice(np.arange(1, 26), rng.integers(min_len, 9), replace=False)]
+        for u in range(n_users)
     )
+    path.write_text("".join(" ".join(map(str, row)) + "\n" for row in rows))
+    return path
+
+
+def test_parallel_runs_train_each_run_in_its_own_process(tmp_path):
+    data = _random_sequences(tmp_path / "seq.txt", n_users=30, min_len=3, seed=0)
     base = {"dataset": str(data), "hidden_size": 8, "max_len": 6, "epochs": 1,
             "adv_warmup_epochs": 0, "batch_size": 16}  # fmt: skip
     result = run_compare(tmp_path / "cmp", base, ["standard", "cat"], [0], positions=["last"],
@@ -175,17 +176,7 @@ def test_parallel_runs_train_each_run_in_its_own_process(tmp_path):
 def test_compare_shares_the_warmup_of_each_seed(tmp_path):
     """Issue 11: the adversarial runs of a seed start from the standard run's kept warm-up, and
     end exactly where training the warm-up themselves would."""
-    rng = np.random.default_rng(1)
-    data = tmp_path / "seq.txt"
-    data.write_text(
-        "".join(
-            " ".join(
-                map(str, [u, *rng.choice(np.arange(1, 26), rng.integers(4, 9), replace=False)])
-            )
-            + "\n"
-            for u in range(40)
-        )
-    )
+    data = _random_sequences(tmp_path / "seq.txt", n_users=40, min_len=4, seed=1)
     base = {"dataset": str(data), "hidden_size": 8, "max_len": 6, "epochs": 3, "dropout": 0.2,
             "adv_warmup_epochs": 2, "batch_size": 16}  # fmt: skip
     result = run_compare(tmp_path / "cmp", base, ["cat", "standard"], [0], positions=["last"],

@@ -42,6 +42,20 @@ def test_rec_loss_ignores_padding_and_matches_reference():
     assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
 
 
+def _clean_pass_and_perturbations(model, batch, item_w, eps, eps_item):
+    """Reference, step by step and independently of Objective: ``L_rec`` (graph kept), the
+    level-1 perturbation ``delta [B, L, d]`` and the perturbed table ``E + Delta [V, d]``."""
+    table = model.item_table()
+    e = model.embed(batch.inputs)
+    pad = batch.inputs > 0
+    l_rec = rec_loss(model, model.encode(e, pad), batch.targets, table)
+    g, G = torch.autograd.grad(l_rec, [e, table], retain_graph=True)
+    delta = interaction_perturbation(g, e.detach(), pad, batch.weights, eps)
+    n_scored = model.n_items + 1
+    t2 = table + item_perturbation(G, table.detach(), item_w, eps_item, n_scored=n_scored)
+    return l_rec, delta, t2
+
+
 def test_cat_objective_gradient_equals_explicit_sum():
     """grad of L_rec + l1*L_1 + l2*L_2 with perturbations built from the clean gradients."""
     model, batch = _model_and_batch()
@@ -54,15 +68,9 @@ def test_cat_objective_gradient_equals_explicit_sum():
 
     # Reference computed step by step, independently of Objective.
     model.zero_grad()
-    table = model.item_table()
-    e = model.embed(batch.inputs)
-    pad = batch.inputs > 0
-    l_rec = rec_loss(model, model.encode(e, pad), batch.targets, table)
-    g, G = torch.autograd.grad(l_rec, [e, table], retain_graph=True)
-    delta = interaction_perturbation(g, e.detach(), pad, batch.weights, 0.3)
-    Delta = item_perturbation(G, table.detach(), item_w, 0.2, n_scored=21)
+    l_rec, delta, t2 = _clean_pass_and_perturbations(model, batch, item_w, 0.3, 0.2)
+    table, pad = model.item_table(), batch.inputs > 0
     l1 = rec_loss(model, model.encode(model.embed(batch.inputs) + delta, pad), batch.targets, table)
-    t2 = table + Delta
     l2 = rec_loss(model, model.encode(model.embed(batch.inputs, t2), pad), batch.targets, t2)
     total = l_rec + 0.7 * l1 + 0.4 * l2
     total.backward()
@@ -207,14 +215,8 @@ def test_fused_adv_objective_equals_hand_built_reference():
     got = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     model.zero_grad()
-    table = model.item_table()
-    e = model.embed(batch.inputs)
-    pad = batch.inputs > 0
-    l_rec = rec_loss(model, model.encode(e, pad), batch.targets, table)
-    g, G = torch.autograd.grad(l_rec, [e, table], retain_graph=True)
-    delta = interaction_perturbation(g, e.detach(), pad, batch.weights, 0.3)
-    t2 = table + item_perturbation(G, table.detach(), item_w, 0.2, n_scored=21)
-    h12 = model.encode(model.embed(batch.inputs, t2) + delta, pad)
+    l_rec, delta, t2 = _clean_pass_and_perturbations(model, batch, item_w, 0.3, 0.2)
+    h12 = model.encode(model.embed(batch.inputs, t2) + delta, batch.inputs > 0)
     l12 = rec_loss(model, h12, batch.targets, t2)
     total = l_rec + (0.7 + 0.4) * l12
     total.backward()
