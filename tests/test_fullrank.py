@@ -64,8 +64,11 @@ def test_chunk_bounds_cover_every_column_once_with_equal_widths():
 
 def test_plan_chunks_bounds_users_times_items():
     assert plan_chunks(1024, 12_000, 1 << 25).width == 12_000  # small catalogue: one chunk
-    p = plan_chunks(1024, 1_000_001, 1 << 25)
+    p = plan_chunks(1024, 1_000_001, 1 << 25)  # CPU: cache-sized chunks of 2**20 scores
+    assert p.users == 1024 and p.width == 1024
+    p = plan_chunks(1024, 1_000_001, 1 << 25, device="cuda")  # GPU: the whole budget
     assert p.users == 1024 and p.width == 32_768 and p.elements <= 1 << 25
+    assert plan_chunks(256, 1_000_001, 1 << 25).width == 4096
     p = plan_chunks(1024, 1_000_001, 1 << 16)
     assert p.width == MIN_CHUNK and p.users * p.width <= 1 << 16
     with pytest.raises(ValueError):

@@ -125,7 +125,7 @@ def evaluate_ranking(
     # metrics are means over users and do not depend on the order.
     order = np.argsort((inputs > 0).sum(axis=1), kind="stable")
     n_cols = model.n_items + 1
-    plan = plan_chunks(batch_size, n_cols, max_scores)
+    plan = plan_chunks(batch_size, n_cols, max_scores, device)
     absmax = table_absmax(model) if plan.width < n_cols else None
     bar = tqdm(
         total=len(targets),

@@ -140,7 +140,7 @@ def adversarial_items(
     plan = plan_chunks(batch_size, n_rows * k, max_scores)
     chunked = plan.width < n_rows * k
     if chunked:
-        plan = plan_chunks(batch_size, n_rows, max_scores)
+        plan = plan_chunks(batch_size, n_rows, max_scores, device)
     try:
         valid = np.flatnonzero(columns[:, 0] >= 0)
         for rows in _batches(inputs[valid], plan.users):
@@ -199,7 +199,7 @@ def topk_and_ranks(
     top = np.zeros((U, depth), dtype=np.int64)
     ranks = np.zeros(U, dtype=np.float64)
     n_cols = model.n_items + 1
-    plan = plan_chunks(batch_size, n_cols, max_scores)
+    plan = plan_chunks(batch_size, n_cols, max_scores, device)
     absmax = table_absmax(model) if plan.width < n_cols else None
     try:
         for rows in _batches(inputs, plan.users):
