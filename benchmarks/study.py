@@ -14,6 +14,10 @@ Runs every training, tuning and robustness job of the study side by side, one su
    ``confirm`` runs with CAT.md's defaults on Sports (the winner checked against them there).
 5. ``robustness``: first and last position, random and adversarial replacement, one shared plan
    per dataset.
+6. ``beyond`` (issue 12, not in the default stages): Beauty / SASRec with the sampled-BCE loss
+   (standard, adv, cat; seeds 0-2), the ablation of every CAT choice (seed 0), and for the last
+   position the random-replacement augmentation baseline and cat plus adversarial item
+   replacement (:func:`beyond_jobs`).
 
 Finished jobs are skipped when the script runs again (every run resumes), so the study can be
 spread over several sittings and machines. With ``--budget-s`` the script stops starting jobs
@@ -265,7 +269,11 @@ def plan_jobs(
                         deps=[std],
                     )
                 )
-    # 5. robustness of every finished main / fidelity run
+    # 6. issue 12, Beauty / SASRec: the paper's BCE setting, the ablation, the last position
+    if "beyond" in args.stages:
+        tune_jobs = [j.name for j in jobs if j.kind == "tune"]
+        jobs += beyond_jobs(args, out, tuned or {}, dev, tune_jobs)
+    # 5. robustness of every finished main / fidelity / beyond run
     if "robustness" in args.stages:
         for j in list(jobs):
             if j.kind in ("train", "legacy") and not j.name.startswith("confirm/"):
@@ -280,6 +288,89 @@ def plan_jobs(
                     )
                 )
     return jobs
+
+
+#: Issue 12 §2: each ablation variant's changes to the cat configuration (tuned or CAT.md's).
+ABLATION = {
+    "level1-only": {"lambda_2": 0.0},
+    "level2-only": {"lambda_1": 0.0},
+    "scaling-proportional": {"scaling": "proportional"},
+    "scaling-inverse": {"scaling": "inverse"},
+    "scaling-none": {"scaling": "none"},
+    "cascade-two_hop": {"cascade": "two_hop"},
+    "cascade-first_order": {"cascade": "first_order"},
+    "shared-dropout": {"shared_dropout": True},
+    "fresh-dropout": {"shared_dropout": False},
+}
+#: Issue 12 §3: the augmentation baseline (standard training on inputs whose items are replaced
+#: at random with this probability; the reported one is chosen on validation, see the report).
+REPLACE_PROBS = [0.1, 0.2, 0.3]
+#: Issue 12 §3, the attempt: cat plus the adversarial item-replacement term (``lambda_replace``;
+#: 20% of the input items replaced by their largest first-order loss gain), chosen on validation.
+REPLACE_LAMBDAS = [0.5, 1.0]
+BEYOND_SEEDS = [0, 1, 2]
+
+
+def beyond_jobs(
+    args: argparse.Namespace,
+    out: Path,
+    tuned: dict[str, dict[str, Any]],
+    dev: dict[str, Any],
+    tune_jobs: list[str],
+) -> list[Job]:
+    """Issue 12's runs on Beauty / SASRec under ``OUT/beyond/SETTINGS/``: ``bce/`` (standard, adv
+    and cat with the sampled-BCE loss, seeds 0-2; the adversarial runs start from the standard BCE
+    run of their seed), ``ablation/`` (seed 0: cat with one choice changed, from the main table's
+    standard run; a variant equal to the cat configuration is not run again: it is
+    ``main/beauty-sasrec/cat-seed0``) and ``last/`` (the random-replacement augmentation
+    baseline, and the attempt: cat plus the adversarial item-replacement term). ``SETTINGS`` is ``tuned`` (the adversarial values of ``tune.json``) or
+    ``cat-md-defaults`` when the search has no result yet; while tuning jobs run in this call, the
+    adversarial runs wait for them."""
+    jobs: list[Job] = []
+    root = out / "beyond" / ("tuned" if tuned else "cat-md-defaults")
+    base = {"dataset": "beauty", "model": "sasrec", "epochs": args.max_epochs, **dev}
+
+    def train_job(name: str, cfg: dict, prio: int, donor: str | None = None, keep=False) -> Job:
+        spec: dict[str, Any] = {"run_dir": str(root / name), "config": cfg}
+        if donor:
+            spec["warmup_from"] = (
+                str(out / donor) if donor.startswith("main/") else str(root / donor)
+            )
+        if keep:
+            spec["keep_states"] = WARMUP_STATES
+        dep = f"beyond/{donor}" if donor and not donor.startswith("main/") else donor
+        deps = ([dep] if dep else []) + (tune_jobs if cfg["mode"] != "standard" else [])
+        return Job(f"beyond/{name}", "train", spec, prio, deps=deps)
+
+    std = {"mode": "standard", "patience": STANDARD_PATIENCE}
+    for seed in BEYOND_SEEDS:
+        bce = base | {"loss": "bce", "seed": seed}
+        donor = f"bce/standard-seed{seed}"
+        jobs.append(train_job(donor, bce | std, 7, keep=True))
+        for mode in ("adv", "cat"):
+            cfg = bce | {"mode": mode, **tuned.get(mode, {})}
+            jobs.append(train_job(f"bce/{mode}-seed{seed}", cfg, 7, donor=donor))
+    cat = base | {"seed": 0, "mode": "cat", **tuned.get("cat", {})}
+    reference = make_config_dict(cat)
+    donor = "main/beauty-sasrec/standard-seed0"
+    for name, change in ABLATION.items():
+        if make_config_dict(cat | change) == reference:
+            continue  # the cat run of the main table is this variant
+        jobs.append(train_job(f"ablation/{name}-seed0", cat | change, 7, donor))
+    for p in REPLACE_PROBS:
+        cfg = base | std | {"seed": 0, "replace_prob": p}
+        jobs.append(train_job(f"last/standard-replace{p}-seed0", cfg, 7))
+    for lam in REPLACE_LAMBDAS:
+        cfg = cat | {"lambda_replace": lam}
+        jobs.append(train_job(f"last/cat-advreplace{lam}-seed0", cfg, 7, donor))
+    return jobs
+
+
+def make_config_dict(values: dict[str, Any]) -> dict[str, Any]:
+    """The resolved configuration of ``values`` (defaults filled in), to compare two runs."""
+    from catrec.config import make_config
+
+    return make_config({k: v for k, v in values.items() if k != "device"}).model_dump()
 
 
 def tuned_values(out: Path) -> dict[str, dict[str, Any]]:
@@ -466,7 +557,10 @@ def main() -> int:
         default="{}",
         help="JSON config values for every run, e.g. '{\"hidden_size\": 16}' for a smoke test",
     )
-    return run_all(ap.parse_args())
+    args = ap.parse_args()
+    if "beyond" in args.stages and "main" not in args.stages:
+        ap.error("--stages beyond needs main too: the ablation starts from the main standard run")
+    return run_all(args)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,18 @@ def test_readme_run_folder_table_says_when_files_appear():
     assert "when the run ends" in rows["metrics.json"] and "catrec evaluate" in rows["metrics.json"]
     assert "time_partial" in rows["log.json"]
     assert "`in_epoch` 1-based" in rows["run.json"] and "dataset_path" in rows["run.json"]
+
+
+def test_git_commit_is_the_checkout_s_unless_the_environment_names_it(monkeypatch):
+    """A working tree copied to another machine (with a stale .git) is told its commit."""
+    import subprocess
+
+    from catrec.utils import GIT_COMMIT_ENV, git_commit
+
+    monkeypatch.delenv(GIT_COMMIT_ENV, raising=False)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+    assert git_commit() == (head or None)
+    monkeypatch.setenv(GIT_COMMIT_ENV, " 0123abc ")
+    assert git_commit() == "0123abc"

@@ -68,6 +68,14 @@ class Config(BaseModel):
         description="dropout probability (default: 0.5 SASRec, 0.3 GRU4Rec, 0.2 BERT4Rec)",
     )
     mask_prob: float = Field(0.2, gt=0.0, lt=1.0, description="BERT4Rec cloze mask probability")
+    replace_prob: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="augmentation: during training each input item is replaced by a uniformly "
+        "random item with this probability (targets unchanged); a baseline for robustness to "
+        "replaced items, any mode (0: off)",
+    )
     # objective (CAT.md §3)
     mode: Literal["standard", "adv", "cat"] = Field("cat", description="training objective")
     loss: Literal["ce", "bce"] = Field(
@@ -83,6 +91,19 @@ class Config(BaseModel):
     lambda_1: float = Field(1.0, ge=0.0, description="weight of the level-1 adversarial loss")
     lambda_2: float | None = Field(
         None, ge=0.0, description="weight of the level-2 adversarial loss (default 1; 0 for adv)"
+    )
+    lambda_replace: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of the adversarial item-replacement loss (modes adv and cat; 0: off): "
+        "input items are replaced, at rate replace_adv_prob, by the item of largest first-order "
+        "loss gain, and L_rec on those inputs is added (a defence of the most recent item)",
+    )
+    replace_adv_prob: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="share of input items the adversarial replacement term replaces",
     )
     adv_warmup_epochs: int = Field(
         10, ge=0, description="standard epochs before the adversarial terms start"
@@ -144,6 +165,11 @@ class Config(BaseModel):
                 raise ValueError(
                     "mode 'adv' is generic adversarial training: scaling must be 'none'"
                 )
+        if self.lambda_replace > 0 and self.mode == "standard":
+            raise ValueError(
+                "lambda_replace is an adversarial term: use mode adv or cat (adv with lambda_1 0 "
+                "trains with the replacement term alone)"
+            )
         if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.model == "bert4rec" and self.max_len < 2:

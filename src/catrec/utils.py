@@ -102,8 +102,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: Environment variable that names the source's commit where git cannot tell it: a working tree
+#: copied to another machine without its ``.git``, or with a stale one (a scheduler sets it).
+GIT_COMMIT_ENV = "CATREC_GIT_COMMIT"
+
+
 def git_commit() -> str | None:
-    """The git commit of the catrec source tree, or ``None`` outside a git checkout."""
+    """The git commit of the catrec source tree: ``$CATREC_GIT_COMMIT`` when set, else ``git
+    rev-parse HEAD`` of the source's checkout, or ``None`` outside a git checkout."""
+    if os.environ.get(GIT_COMMIT_ENV, "").strip():
+        return os.environ[GIT_COMMIT_ENV].strip()
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -218,3 +218,59 @@ def test_on_epoch_end_can_stop_a_run(beauty_tiny, tmp_path):
     assert [s[:2] for s in seen] == [(1, False), (2, True)]
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["status"] == "stopped" and meta["epochs_run"] == 2
+
+
+def test_random_replacement_keeps_padding_mask_tokens_and_targets():
+    """Augmentation baseline (issue 12): only real items are replaced, at the asked rate, by
+    items of the catalogue; the targets of a causal batch are the unreplaced next items."""
+    import torch
+
+    from catrec.models import build_model
+    from catrec.train.loop import make_batch, replace_random_items
+
+    torch.manual_seed(0)
+    n_items = 50
+    inputs = torch.randint(1, n_items + 1, (400, 30))
+    inputs[:, :10] = 0  # left padding
+    inputs[:, 20] = n_items + 1  # a mask token
+    out = replace_random_items(inputs, 0.25, n_items)
+    assert torch.equal(out[:, :10], inputs[:, :10]) and torch.equal(out[:, 20], inputs[:, 20])
+    changed = (out != inputs).float()
+    # a redraw equals the old item with probability 1/50: expected share 0.25 * 49/50 = 0.245
+    assert abs(float(changed[:, 10:].sum()) / (400 * 19) - 0.245) < 0.015
+    assert int(out[:, 10:20].min()) >= 1 and int(out[:, 10:20].max()) <= n_items
+    assert torch.equal(replace_random_items(inputs, 0.0, n_items), inputs)
+
+    cfg = make_config({"dataset": "x", "model": "sasrec", "replace_prob": 0.5})
+    model = build_model(cfg, n_items)
+    window = np.array([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]] * 20)
+    torch.manual_seed(1)
+    batch = make_batch(model, window, np.ones((40, 5)), cfg, torch.device("cpu"))
+    w = torch.as_tensor(window)
+    assert torch.equal(batch.targets, torch.where(w[:, :-1] > 0, w[:, 1:], 0))
+    assert bool((batch.inputs != w[:, :-1]).any())
+    assert torch.equal(batch.inputs == 0, w[:, :-1] == 0)
+
+
+def test_random_replacement_is_seeded_and_changes_training(beauty_tiny, tmp_path):
+    base = {"dataset": str(beauty_tiny), **{**TINY, "epochs": 1}, "mode": "standard"}
+    a = train(make_config(base | {"replace_prob": 0.2}), tmp_path / "a", progress=False)
+    b = train(make_config(base | {"replace_prob": 0.2}), tmp_path / "b", progress=False)
+    c = train(make_config(base), tmp_path / "c", progress=False)
+    assert a["valid"] == b["valid"] and a["test"] == b["test"]
+    assert a["valid"] != c["valid"]
+
+
+def test_replacement_term_trains_and_is_logged(beauty_tiny, tmp_path):
+    """mode adv with lambda_1 = 0 trains with the adversarial replacement term alone; the term
+    is refused in mode standard (it needs the clean pass's gradients)."""
+    from catrec.errors import ConfigError
+
+    base = {"dataset": str(beauty_tiny), **TINY, "adv_warmup_epochs": 0}
+    cfg = make_config(base | {"mode": "adv", "lambda_1": 0.0, "lambda_replace": 1.0})
+    metrics = train(cfg, tmp_path / "rep", progress=False)
+    log = json.loads((tmp_path / "rep" / "log.json").read_text())
+    assert log[0]["adversarial"] and log[0]["loss_replace"] > log[0]["loss_rec"] > 0
+    assert "loss_1" not in log[0] and metrics["test"]["n_users"] == 300
+    with pytest.raises(ConfigError, match="lambda_replace is an adversarial term"):
+        make_config(base | {"mode": "standard", "lambda_replace": 1.0})

@@ -280,3 +280,65 @@ def test_cat_objective_under_bf16_autocast_is_close_to_fp32():
         assert g16[n].dtype == torch.float32
         cos = F.cosine_similarity(g16[n].flatten(), g32[n].flatten(), dim=0)
         assert cos > 0.99, n
+
+
+def test_replacement_items_pick_the_largest_first_order_gain():
+    """g · E_j over the items, the current item excluded; padding and mask tokens kept."""
+    from catrec.adversarial import perturb
+
+    table = torch.tensor(
+        [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.5, 0.5], [9.0, 9.0]]
+    )  # rows 0 (padding), items 1..4, row 5 a mask token
+    inputs = torch.tensor([[0, 1, 2, 5], [3, 4, 1, 2]])
+    grad = torch.zeros(2, 4, 2)
+    grad[0, 1] = torch.tensor([1.0, 0.0])  # item 1 holds: best other is 4 (0.5); 1 itself banned
+    grad[0, 2] = torch.tensor([0.0, -1.0])  # item 2: all others score 0 or less -> first max: 1
+    grad[1, 0] = torch.tensor([-1.0, 0.0])  # item 3 holds, itself the best: banned -> 2 (gain 0)
+    grad[1, 1] = torch.tensor([1.0, 1.0])  # item 4: 1 and 2 tie at 1 (argmax: first) -> 1
+    grad[1, 2] = torch.tensor([0.0, 1.0])  # item 1: 2 (gain 1)
+    grad[1, 3] = torch.tensor([1.0, 0.0])  # item 2: 1
+    out = perturb.replacement_items(grad, inputs, table, n_items=4, prob=1.0)
+    assert out.tolist() == [[0, 4, 1, 5], [2, 1, 2, 1]]
+    assert inputs.tolist() == [[0, 1, 2, 5], [3, 4, 1, 2]]  # not modified
+    torch.manual_seed(3)
+    big = torch.randn(6, 40, 2)
+    ids = torch.randint(1, 5, (6, 40))
+    whole = perturb.replacement_items(big, ids, table, 4, 1.0)
+    old = perturb._GAIN_BLOCK
+    perturb._GAIN_BLOCK = 8  # two rows per block
+    try:
+        assert torch.equal(perturb.replacement_items(big, ids, table, 4, 1.0), whole)
+    finally:
+        perturb._GAIN_BLOCK = old
+    torch.manual_seed(0)
+    some = perturb.replacement_items(big, ids, table, 4, 0.25)
+    assert 0.15 < float((some != ids).float().mean()) < 0.35
+
+
+def test_replacement_term_equals_hand_built_reference():
+    """L = L_rec + lambda_replace * L_rec(adversarially replaced inputs), gradients included."""
+    from catrec.adversarial.perturb import replacement_items
+
+    model, batch = _model_and_batch()
+    obj = Objective(lambda_1=0.0, lambda_replace=0.8, replace_prob=1.0)
+    loss, diag = obj(model, batch)
+    assert set(diag) == {"loss", "loss_rec", "loss_replace"}
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.zero_grad()
+    table = model.item_table()
+    e = model.embed(batch.inputs)
+    l_rec = rec_loss(model, model.encode(e, batch.inputs > 0), batch.targets, table)
+    (g,) = torch.autograd.grad(l_rec, [e], retain_graph=True)
+    replaced = replacement_items(g, batch.inputs, table.detach(), model.n_items, 1.0)
+    assert torch.equal(replaced == 0, batch.inputs == 0)
+    assert not bool((replaced == batch.inputs)[batch.inputs > 0].any())
+    l_rep = rec_loss(model, model(replaced), batch.targets, table)
+    total = l_rec + 0.8 * l_rep
+    total.backward()
+    assert diag["loss_replace"] == pytest.approx(l_rep.item(), rel=1e-5)
+    assert diag["loss"] == pytest.approx(total.item(), rel=1e-5)
+    assert diag["loss_replace"] > diag["loss_rec"]  # the first-order step raises the loss
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)

@@ -83,3 +83,52 @@ def item_perturbation(
     delta = scale * weights.unsqueeze(-1) * _unit(grad)
     delta[0] = 0.0
     return delta
+
+
+#: Most elements of the ``[rows, n_items]`` gain block of :func:`replacement_items` (64 MiB).
+_GAIN_BLOCK = 1 << 24
+
+
+@torch.no_grad()
+def replacement_items(
+    grad: Tensor, inputs: Tensor, table: Tensor, n_items: int, prob: float
+) -> Tensor:
+    """Adversarial item replacement (issue 12; a discrete counterpart of level 1): inputs with a
+    random share ``prob`` of their real items replaced by the item of largest first-order loss
+    gain.
+
+    At a chosen position ``(u, t)`` holding item ``i``, replacing it by ``j`` changes the input
+    embedding by ``E_j - E_i``, so the first-order gain is ``g_{u,t} · (E_j - E_i)``; the pick is
+    ``argmax_{j != i} g_{u,t} · E_j`` over the items ``1..n_items`` (the same first-order step as
+    the robustness suite's adversarial replacement, :func:`catrec.robustness.replacement_gains`,
+    taken on the training loss). Positions are drawn from the torch generator.
+
+    Args:
+        grad: ``[B, L, d]`` dL_rec / d e of the clean pass.
+        inputs: ``[B, L]`` input ids (0 = padding; ids above ``n_items``, e.g. a mask token, are
+            never replaced).
+        table: ``[V, d]`` item table (rows ``1..n_items`` are the candidates).
+        prob: share of real input items to replace, in ``(0, 1]``.
+
+    Returns:
+        ``[B, L]`` new input ids; ``inputs`` is not modified.
+    """
+    real = (inputs > 0) & (inputs <= n_items)
+    hit = (torch.rand(inputs.shape, device=inputs.device) < prob) & real
+    rows, cols = hit.nonzero(as_tuple=True)
+    out = inputs.clone()
+    if rows.numel() == 0:
+        return out
+    g = grad[rows, cols]  # [N, d]
+    current = inputs[rows, cols]  # [N]
+    items = table[1 : n_items + 1]  # [n_items, d]
+    step = max(1, _GAIN_BLOCK // max(n_items, 1))
+    picks = []
+    for s in range(0, len(g), step):
+        gain = g[s : s + step] @ items.T  # [n, n_items]
+        gain[torch.arange(gain.shape[0], device=gain.device), current[s : s + step] - 1] = float(
+            "-inf"
+        )
+        picks.append(gain.argmax(dim=1) + 1)
+    out[rows, cols] = torch.cat(picks)
+    return out

@@ -87,6 +87,8 @@ WARMUP_INDEPENDENT = frozenset(
         "eps_absolute",
         "lambda_1",
         "lambda_2",
+        "lambda_replace",
+        "replace_adv_prob",
         "adv_warmup_epochs",
         "cascade",
         "scaling",
@@ -94,6 +96,7 @@ WARMUP_INDEPENDENT = frozenset(
         "gamma",
         "shared_dropout",
         "select_from",
+        "adv_objective",
         "patience",
         "epochs",
         "device",
@@ -195,7 +198,8 @@ def make_batch(
     is the target there (Sun et al., CIKM 2019); a row whose draw masked nothing has its most
     recent item masked instead, so every row has a target (the original masks at least one item)
     and the original's last-item-only examples (Sun et al., §3.6) occur, mostly for short
-    sequences. Leading all-padding columns are trimmed.
+    sequences. With ``config.replace_prob > 0`` input items are then replaced at random
+    (:func:`replace_random_items`; targets unchanged). Leading all-padding columns are trimmed.
     """
     win = torch.as_tensor(window, device=device)
     w = torch.as_tensor(weights, device=device)
@@ -208,6 +212,8 @@ def make_batch(
         masked[:, -1] |= real[:, -1] & ~masked.any(dim=1)  # left padding: last column = most recent
         inputs = torch.where(masked, model.mask_token, win)
         targets = torch.where(masked, win, 0)
+    if config.replace_prob > 0:
+        inputs = replace_random_items(inputs, config.replace_prob, model.n_items)
     real_cols = (inputs > 0).any(dim=0)
     first = int(real_cols.float().argmax()) if bool(real_cols.any()) else inputs.shape[1] - 1
     inputs, targets, w = inputs[:, first:], targets[:, first:], w[:, first:]
@@ -217,6 +223,28 @@ def make_batch(
     return Batch(
         inputs=inputs, targets=targets, weights=w, negatives=negatives, loss_scale=loss_scale
     )
+
+
+def replace_random_items(inputs: Tensor, prob: float, n_items: int) -> Tensor:
+    """Training-time augmentation: each real input item (``1..n_items``; not padding, not a mask
+    token) is replaced, with probability ``prob``, by an item drawn uniformly from ``1..n_items``.
+
+    The targets are left as they were, so the model learns to predict the true next item from a
+    history with replaced items: the defence a user would try first against the replacement
+    attacks of the robustness suite (a baseline for CAT; cf. the random "substitute" and "noise"
+    augmentations of sequential recommendation). Draws from the torch generator, like the cloze
+    masks, so a seed repeats it and a resumed run continues it.
+
+    Args:
+        inputs: ``[B, L]`` input item ids.
+
+    Returns:
+        a new ``[B, L]`` tensor; ``inputs`` is not modified.
+    """
+    real = (inputs > 0) & (inputs <= n_items)
+    hit = (torch.rand(inputs.shape, device=inputs.device) < prob) & real
+    random_items = torch.randint(1, n_items + 1, inputs.shape, device=inputs.device)
+    return torch.where(hit, random_items, inputs)
 
 
 def sample_negatives(window: Tensor, shape: torch.Size, n_items: int) -> Tensor:
@@ -289,6 +317,8 @@ def build_objective(config: Config, tset: TrainingSet, device: torch.device) -> 
         item_weights=torch.as_tensor(tset.item_weights, device=device),
         shared_dropout=config.shared_dropout,
         fused=config.adv_objective == "fused",
+        lambda_replace=config.lambda_replace,
+        replace_prob=config.replace_adv_prob,
     )
 
 

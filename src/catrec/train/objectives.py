@@ -27,7 +27,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from catrec.adversarial.perturb import interaction_perturbation, item_perturbation
+from catrec.adversarial.perturb import (
+    interaction_perturbation,
+    item_perturbation,
+    replacement_items,
+)
 from catrec.metrics.ranking import NumericalError
 from catrec.models.base import SequentialRecommender
 from catrec.train.softmax_ce import full_softmax_ce
@@ -159,6 +163,9 @@ class Objective:
         shared_dropout: the perturbed passes reuse the clean pass's dropout masks (CAT.md §2), so
             the FGSM direction perturbs the sub-network it was computed on; otherwise each pass
             draws fresh masks.
+        lambda_replace, replace_prob: weight of the adversarial item-replacement loss (issue 12,
+            not the paper's: L_rec on inputs whose items are replaced, at rate ``replace_prob``,
+            by the item of largest first-order loss gain, :func:`replacement_items`; 0 disables).
         fused: with both levels on, evaluate them in one perturbed pass (``adv_objective =
             fused``): inputs looked up in ``E + Delta`` plus ``delta``, scored against
             ``E + Delta``, loss ``L_rec + (lambda_1 + lambda_2) * L_12``. One full-softmax pass
@@ -182,6 +189,8 @@ class Objective:
         item_weights: Tensor | None = None,
         shared_dropout: bool = True,
         fused: bool = False,
+        lambda_replace: float = 0.0,
+        replace_prob: float = 0.2,
     ) -> None:
         self.loss = loss
         self.lambda_1 = lambda_1
@@ -192,6 +201,8 @@ class Objective:
         self.item_weights = item_weights
         self.shared_dropout = shared_dropout
         self.fused = fused
+        self.lambda_replace = lambda_replace
+        self.replace_prob = replace_prob
 
     def perturbation_mask(self, model: SequentialRecommender, inputs: Tensor) -> Tensor:
         """``[B, L]`` True at real interactions (not padding, not a mask token)."""
@@ -202,7 +213,8 @@ class Objective:
     ) -> tuple[Tensor, dict[str, float]]:
         """The step's loss ``L * batch.loss_scale`` (a scalar to call ``backward`` on) and its
         diagnostics (``loss``, ``loss_rec``, and ``loss_1``, ``loss_2`` (exact) or ``loss_12``
-        (fused), ``delta_norm`` when the adversarial terms run; unscaled floats).
+        (fused), ``delta_norm``, ``loss_replace`` when the adversarial terms run; unscaled
+        floats).
 
         Leaves every ``.grad`` untouched: the clean gradients that build the perturbations are
         taken with ``torch.autograd.grad`` (:func:`clean_gradients`).
@@ -212,7 +224,9 @@ class Objective:
         """
         pad = batch.inputs > 0
         table = model.item_table()
-        adversarial = adversarial and (self.lambda_1 > 0 or self.lambda_2 > 0)
+        adversarial = adversarial and (
+            self.lambda_1 > 0 or self.lambda_2 > 0 or self.lambda_replace > 0
+        )
         e = model.embed(batch.inputs)  # [B, L, d]
         masks = rng_state() if adversarial and self.shared_dropout else None
         hidden = model.encode(e, pad)
@@ -275,6 +289,15 @@ class Objective:
                 l2 = perturbed_loss(None, table2)
                 total = total + self.lambda_2 * l2
                 out["loss_2"] = l2.item()
+        if self.lambda_replace > 0:
+            replaced = replacement_items(
+                g, batch.inputs, table.detach(), model.n_items, self.replace_prob
+            )
+            with replay_rng(masks):
+                h = model.encode(model.embed(replaced), replaced > 0)
+            l_rep = rec_loss(model, h, batch.targets, table, self.loss, batch.negatives)
+            total = total + self.lambda_replace * l_rep
+            out["loss_replace"] = l_rep.item()
         if not torch.isfinite(total):
             raise NumericalError(f"adversarial loss is {float((total - l_rec).detach())}")
         out["loss"] = total.item()
