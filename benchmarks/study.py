@@ -323,9 +323,9 @@ def beyond_jobs(
     run of their seed), ``ablation/`` (seed 0: cat with one choice changed, from the main table's
     standard run; a variant equal to the cat configuration is not run again: it is
     ``main/beauty-sasrec/cat-seed0``) and ``last/`` (the random-replacement augmentation
-    baseline, and the attempt: cat plus the adversarial item-replacement term). ``SETTINGS`` is ``tuned`` (the adversarial values of ``tune.json``) or
-    ``cat-md-defaults`` when the search has no result yet; while tuning jobs run in this call, the
-    adversarial runs wait for them."""
+    baseline, and the attempt: cat plus the adversarial item-replacement term). ``SETTINGS`` is
+    ``tuned`` (the adversarial values of ``tune.json``) or ``cat-md-defaults`` when the search
+    has no result yet; while tuning jobs run in this call, the adversarial runs wait for them."""
     jobs: list[Job] = []
     root = out / "beyond" / ("tuned" if tuned else "cat-md-defaults")
     base = {"dataset": "beauty", "model": "sasrec", "epochs": args.max_epochs, **dev}
