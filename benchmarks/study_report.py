@@ -3,9 +3,10 @@
 Reads the run folders that ``benchmarks/study.py`` wrote (``main/<dataset>-<model>/<mode>-seed<S>``
 with ``metrics.json`` and ``robustness.json``) and writes ``report.md`` and
 ``ndcg10_vs_last_rbo10.png`` next to them. Cells that have not run yet are listed as missing;
-where ``cat`` does not have the best mean, the report says so and by how much. With both ``cat``
-and a baseline on the same seeds, a paired bootstrap over test users is not possible from the
-stored means alone, so the report gives the per-seed differences instead.
+where ``cat`` does not have the best mean, the report says so and by how much. Where ``cat`` and a
+baseline share seeds and both runs wrote ``ranks.npz`` (every user's test rank), the report gives
+a paired bootstrap over test users of the per-user NDCG@10 difference (averaged over the shared
+seeds): mean, 95% interval and a two-sided bootstrap p-value.
 
     python benchmarks/study_report.py docs/results/study --data-dir ../shared/data
 """
@@ -17,6 +18,8 @@ import json
 import statistics
 import subprocess
 from pathlib import Path
+
+import numpy as np
 
 DATASET_FILES = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "toys": "Toys_and_Games"}
 MODES = ("standard", "adv", "cat")
@@ -73,6 +76,65 @@ def rob(record: dict, position: str, replacement: str, key: str) -> float | None
         if r["position"] == position and r["replacement"] == replacement:
             return r[key]
     return None
+
+
+def user_ndcg10(run: Path) -> np.ndarray | None:
+    """``[U]`` per-user test NDCG@10 of a run from its ``ranks.npz`` (None when absent)."""
+    path = run / "ranks.npz"
+    if not path.exists():
+        return None
+    r = np.load(path)["test"].astype(np.float64)
+    return np.where(r <= 10, 1.0 / np.log2(np.minimum(r, 1e12) + 1.0), 0.0)
+
+
+def paired_test(a: list[np.ndarray], b: list[np.ndarray], n_resamples: int = 2000) -> dict:
+    """Paired bootstrap over users of ``mean_seeds(a) - mean_seeds(b)`` (per-user NDCG@10)."""
+    from catrec.metrics.stability import bootstrap_means, percentile_interval
+
+    diff = np.mean(a, axis=0) - np.mean(b, axis=0)  # [U]
+    boot = bootstrap_means(diff, n_resamples=n_resamples, seed=0)[:, 0]
+    lo, hi = percentile_interval(boot)
+    p = min(1.0, 2.0 * min(float((boot <= 0).mean()), float((boot >= 0).mean())))
+    mean = float(diff.mean())
+    return {"mean": mean, "lo": float(lo), "hi": float(hi), "p": p, "users": len(diff)}
+
+
+def paired_lines(root: Path, cells: dict) -> list[str]:
+    lines = [
+        "## Paired tests (cat minus baseline, per-user test NDCG@10)",
+        "",
+        f"Paired bootstrap over test users ({2000} resamples); per-user NDCG@10 averaged over the "
+        "seeds both modes ran; p: two-sided bootstrap p-value (the share of resamples on the "
+        "other side of 0, doubled).",
+        "",
+        "| dataset | model | baseline | seeds | users | mean difference | 95% interval | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = 0
+    for (ds, model, mode), runs in sorted(cells.items()):
+        if mode != "cat":
+            continue
+        for other in ("standard", "adv"):
+            base = {r["seed"]: r for r in cells.get((ds, model, other), [])}
+            seeds = sorted(r["seed"] for r in runs if r["seed"] in base)
+            a, b = [], []
+            for seed in seeds:
+                ua = user_ndcg10(root / "main" / f"{ds}-{model}" / f"cat-seed{seed}")
+                ub = user_ndcg10(root / "main" / f"{ds}-{model}" / f"{other}-seed{seed}")
+                if ua is not None and ub is not None:
+                    a.append(ua)
+                    b.append(ub)
+            if not a:
+                continue
+            t = paired_test(a, b)
+            rows += 1
+            lines.append(
+                f"| {ds} | {model} | {other} | {len(a)} | {t['users']:,} | {t['mean']:+.4f} | "
+                f"[{t['lo']:+.4f}, {t['hi']:+.4f}] | {t['p']:.3f} |"
+            )
+    if not rows:
+        lines.append("| – | – | – | – | – | no pair of runs with ranks.npz yet | – | – |")
+    return lines + [""]
 
 
 def report(root: Path, data_dir: Path | None) -> str:
@@ -151,6 +213,7 @@ def report(root: Path, data_dir: Path | None) -> str:
         else "cat has the best mean test NDCG@10 in every cell."
     ]
     lines.append("")
+    lines += paired_lines(root, cells)
     plot(cells, root / "ndcg10_vs_last_rbo10.png")
     lines += ["![test NDCG@10 against last-position RBO@10](ndcg10_vs_last_rbo10.png)", ""]
     return "\n".join(lines)

@@ -96,6 +96,7 @@ def evaluate_ranking(
     desc: str = "ranking",
     dist=None,
     max_scores: int = SCORE_BUDGET,
+    ranks_out: np.ndarray | None = None,
 ) -> dict[str, float]:
     """HR@K, NDCG@K, MRR over all users by full ranking.
 
@@ -111,6 +112,8 @@ def evaluate_ranking(
             ranks of a data-parallel job: the single process's batches are dealt round-robin to
             the ranks and the per-user ranks summed over ranks, so every rank returns exactly the
             single-process metrics.
+        ranks_out: ``[U]`` float array filled with each user's pessimistic rank of the target
+            (in the order of ``inputs``; ``inf`` for a masked target), for paired tests.
 
     Returns:
         metrics keyed ``"HR@10"``, ``"NDCG@10"``, ``"MRR"``, ..., plus ``"n_users"`` and
@@ -144,7 +147,7 @@ def evaluate_ranking(
                 x = torch.as_tensor(inputs[rows], device=device)
                 y = torch.as_tensor(targets[rows], device=device)
                 if plan.width >= n_cols:
-                    acc.add(ranks_from_scores(score_users(model, x, mask_history), y))
+                    ranks = ranks_from_scores(score_users(model, x, mask_history), y)
                 else:
                     ranks, _ = chunked_ranks(
                         model,
@@ -154,10 +157,14 @@ def evaluate_ranking(
                         mask_history=mask_history,
                         absmax=absmax,
                     )
-                    acc.add(ranks)
+                acc.add(ranks)
+                if ranks_out is not None:
+                    ranks_out[rows] = ranks.cpu().numpy()
                 bar.update(len(rows))
         else:
-            acc = _sharded_ranks(model, inputs, targets, order, batch_size, mask_history, ks, dist)
+            acc = _sharded_ranks(
+                model, inputs, targets, order, batch_size, mask_history, ks, dist, ranks_out
+            )
     finally:
         bar.close()
         model.train(was_training)
@@ -168,7 +175,7 @@ def evaluate_ranking(
 
 
 def _sharded_ranks(
-    model, inputs, targets, order, batch_size, mask_history, ks, dist
+    model, inputs, targets, order, batch_size, mask_history, ks, dist, ranks_out=None
 ) -> RankingAccumulator:
     """Ranks of this rank's batches, summed over ranks into ``[U]`` (each user scored by exactly
     one rank, in the single process's batch), then accumulated in the single process's order."""
@@ -194,6 +201,8 @@ def _sharded_ranks(
         raise RuntimeError("sharded evaluation scored some user more or less than once")
     acc = RankingAccumulator(ks)
     ranks = ranks.cpu()
+    if ranks_out is not None:
+        ranks_out[:] = ranks.numpy()
     for rows in batches:
         acc.add(ranks[torch.as_tensor(rows)])
     return acc

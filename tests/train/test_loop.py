@@ -42,6 +42,17 @@ def test_one_epoch_each_mode_beats_random(beauty_slice, tmp_path, mode):
     stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
     again = evaluate_run(tmp_path / "run")
     assert again["test"] == stored["test"] and again["valid"] == stored["valid"]
+    # per-user ranks (for paired tests) give the stored metrics back
+    import torch
+
+    from catrec.metrics.ranking import hit_rate, ndcg
+
+    ranks = np.load(tmp_path / "run" / "ranks.npz")
+    for split in ("valid", "test"):
+        r = torch.as_tensor(ranks[split], dtype=torch.float64)
+        assert len(r) == stored[split]["n_users"] == 2000
+        assert float(ndcg(r, 10).mean()) == pytest.approx(stored[split]["NDCG@10"], abs=1e-12)
+        assert float(hit_rate(r, 10).mean()) == stored[split]["HR@10"]
 
 
 def test_warmup_runs_standard_epochs_first_and_early_stopping_waits(beauty_tiny, tmp_path):

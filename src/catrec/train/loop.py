@@ -75,6 +75,9 @@ from catrec.utils import (
 )
 
 SELECT_METRIC = "NDCG@10"
+#: Written with ``metrics.json``: ``valid`` and ``test``, each ``[U]`` float32, every user's
+#: pessimistic rank of the target (``inf`` when masked), users in the order of the data file.
+RANKS_FILE = "ranks.npz"
 
 #: Config keys that do not change the standard warm-up epochs of an adversarial run: runs that
 #: differ only in these share their warm-up (:meth:`Trainer.fit`'s ``warmup_from``). The device
@@ -1132,7 +1135,8 @@ def evaluate_run(
     progress: bool = False,
     dist=None,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint; with the defaults, rewrite ``metrics.json``.
+    """Evaluate a run's checkpoint; with the defaults, rewrite ``metrics.json`` and the per-user
+    ranks ``ranks.npz`` (:data:`RANKS_FILE`).
 
     The weights are always reloaded from the checkpoint, so that ``catrec evaluate`` reproduces
     the numbers stored at the end of training exactly. Any other choice (``splits``, the ``last``
@@ -1160,8 +1164,12 @@ def evaluate_run(
         "valid": (split.valid_inputs, split.valid_targets),
         "test": (split.test_inputs, split.test_targets),
     }
+    ranks = {s: np.zeros(len(data[s][1]), dtype=np.float64) for s in splits}
     metrics: dict[str, Any] = {
-        s: evaluate_ranking(model, *data[s], desc=f"{s} ({checkpoint}.pt)", **kw) for s in splits
+        s: evaluate_ranking(
+            model, *data[s], desc=f"{s} ({checkpoint}.pt)", ranks_out=ranks[s], **kw
+        )
+        for s in splits
     }
     if set(splits) != {"valid", "test"} or checkpoint != "best" or mask != config.mask_history:
         return metrics
@@ -1178,5 +1186,9 @@ def evaluate_run(
         "best_epoch_adversarial": meta.get("best_epoch_adversarial"),
     }
     if dist is None or dist.is_main:
+        # Per-user ranks, for paired tests between runs on the same split (users in file order).
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{s: r.astype(np.float32) for s, r in ranks.items()})
+        atomic_write_bytes(run_dir / RANKS_FILE, buf.getvalue())
         atomic_write_json(path, metrics)
     return metrics
