@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -128,6 +129,7 @@ def main() -> None:
                 "threads": torch.get_num_threads(),
                 "device": args.device,
                 "command": " ".join(sys.argv),
+                "load_average_end": os.getloadavg(),
                 "rows": rows,
             },
         )

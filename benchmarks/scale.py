@@ -265,6 +265,12 @@ def main() -> None:
     parser.add_argument("--robust-users", type=int, default=300)
     parser.add_argument("--series", default="0.25,0.5,1.0,dup4")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--machine-shared",
+        choices=["yes", "no"],
+        default="yes",
+        help="whether other jobs ran on the machine meanwhile (recorded with the results)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,7 +294,7 @@ def main() -> None:
         "git_commit": git_commit(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-        "machine_shared_with_other_jobs": "yes",
+        "machine_shared_with_other_jobs": args.machine_shared,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_avg_start": load_avg(),
@@ -315,8 +321,9 @@ def main() -> None:
         header = (
             f"# {args.out.stem}\n\n`{doc['command']}`\n\ngit commit {doc['git_commit']}, "
             f"{doc['date']}, {doc['machine']}, torch {doc['torch']} ({doc['threads']} threads); "
-            f"machine shared with other jobs: yes (load average {doc['load_avg_start']} at the "
-            f"start, {doc['load_avg_end']} at the end)\n"
+            f"machine shared with other jobs: {doc['machine_shared_with_other_jobs']} "
+            f"(load average {doc['load_avg_start']} at the start, {doc['load_avg_end']} at the "
+            "end)\n"
         )
         args.out.with_suffix(".md").write_text(header + "\n```" + format_tables(doc) + "\n```\n")
 

@@ -69,6 +69,7 @@ def test_jsonl_in_and_out(tiny_run, tiny_data, tmp_path, capsys):
         ('{"user": 1, "history": "i1 i2"}', "'history' must be a list"),
         ('{"user": 1, "history": [1.5]}', "float"),
         ('{"user": 1, "items": []}', "unknown keys"),
+        ('{"user": 1, "history": ["i1"], "history": ["i2"]}', "key 'history' given twice"),
     ],
 )
 def test_bad_lines_name_file_and_line(tiny_run, tmp_path, capsys, line, message):
