@@ -1,7 +1,8 @@
 """The study's report: tables (mean ± std over seeds) and the accuracy-vs-robustness plot.
 
 Reads the run folders that ``benchmarks/study.py`` wrote (``main/<dataset>-<model>/<mode>-seed<S>``
-with ``metrics.json`` and ``robustness.json``) and writes ``report.md`` and
+with ``metrics.json`` and ``robustness.json``, and issue 12's ``beyond/`` runs) and writes
+``report.md`` and
 ``ndcg10_vs_last_rbo10.png`` next to them. Cells that have not run yet are listed as missing;
 where ``cat`` does not have the best mean, the report says so and by how much. Where ``cat`` and a
 baseline share seeds and both runs wrote ``ranks.npz`` (every user's test rank), the report gives
@@ -137,6 +138,128 @@ def paired_lines(root: Path, cells: dict) -> list[str]:
     return lines + [""]
 
 
+#: Issue 12 §3: a defence is chosen on validation as its strongest setting whose validation
+#: NDCG@10 is at most this share below its base run's (standard for the augmentation, cat for
+#: cat plus adversarial replacement): "without losing accuracy", with a tolerance for noise.
+KEEP_ACCURACY = 0.02
+LAST_SETTINGS = [("last", "random"), ("last", "adversarial"), ("first", "adversarial")]
+
+
+def load_run(run: Path) -> dict | None:
+    """metrics, robustness records, run.json and per-epoch log of a finished run folder."""
+    if not (run / "metrics.json").exists():
+        return None
+    rec = json.loads((run / "metrics.json").read_text())
+    rob_path = run / "robustness.json"
+    rec["robustness"] = json.loads(rob_path.read_text())["records"] if rob_path.exists() else []
+    rec["run"] = json.loads((run / "run.json").read_text())
+    from catrec.config import load_yaml
+
+    rec["config"] = load_yaml(run / "config.yaml")
+    return rec
+
+
+def run_row(label: str, rec: dict | None, settings: list[tuple[str, str]]) -> str:
+    if rec is None:
+        return f"| {label} | not run yet |" + " |" * (2 + 2 * len(settings))
+    row = (
+        f"| {label} | {rec['valid']['NDCG@10']:.4f} | {rec['test']['NDCG@10']:.4f} | "
+        f"{rec['test']['HR@10']:.4f} |"
+    )
+    for pos, rep in settings:
+        rbo = rob(rec, pos, rep, "RBO@10")
+        drop = rob(rec, pos, rep, "NDCG@10_drop")
+        row += f" {fmt([rbo] if rbo is not None else [])} |"
+        row += f" {fmt([drop] if drop is not None else [], pct=True)} |"
+    return row
+
+
+def beyond_lines(root: Path, cells: dict) -> list[str]:
+    """Issue 12's tables from ``beyond/<settings>/``: BCE against CE, the ablation and the
+    last-position defences (the chosen setting of each family marked, see KEEP_ACCURACY)."""
+    roots = [p for p in (root / "beyond" / "tuned", root / "beyond" / "cat-md-defaults")
+             if p.exists()]  # fmt: skip
+    if not roots:
+        return []
+    b = roots[0]
+    head = "| run | valid NDCG@10 | test NDCG@10 | test HR@10 |"
+    sep = "|---|---|---|---|"
+    for pos, rep in LAST_SETTINGS:
+        head += f" {pos}/{rep}: RBO@10 | NDCG@10 drop |"
+        sep += "---|---|"
+    lines = [
+        "## Beyond the paper (issue 12): Beauty / SASRec",
+        "",
+        f"Adversarial settings: {'the tuned ones (tune.json)' if b.name == 'tuned' else 'CAT.md defaults (no tuning result yet)'}"  # noqa: E501
+        f"; runs under `beyond/{b.name}/`.",
+        "",
+        "### The paper's setting: sampled BCE (one negative outside the sequence) against CE",
+        "",
+        "| loss | mode | seeds | test NDCG@10 | test HR@10 | last/random RBO@10 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for loss in ("bce", "ce"):
+        for mode in MODES:
+            if loss == "bce":
+                runs = [r for r in (load_run(p) for p in sorted(b.glob(f"bce/{mode}-seed*"))) if r]
+            else:
+                runs = cells.get(("beauty", "sasrec", mode), [])
+            if not runs:
+                lines.append(f"| {loss} | {mode} | – | not run yet | | |")
+                continue
+            seeds = ",".join(str(r["run"].get("seed", "?")) for r in runs)
+            rbo = [v for r in runs if (v := rob(r, "last", "random", "RBO@10")) is not None]
+            lines.append(
+                f"| {loss} | {mode} | {seeds} | {fmt([r['test']['NDCG@10'] for r in runs])} | "
+                f"{fmt([r['test']['HR@10'] for r in runs])} | {fmt(rbo)} |"
+            )
+    main_cat = load_run(root / "main" / "beauty-sasrec" / "cat-seed0")
+    main_std = load_run(root / "main" / "beauty-sasrec" / "standard-seed0")
+    lines += ["", "### Ablation (seed 0; every row is cat with one choice changed)", "", head, sep]
+    lines.append(run_row("cat (main table: both levels, its cascade and scaling)", main_cat,
+                         LAST_SETTINGS))  # fmt: skip
+    for p in sorted(b.glob("ablation/*-seed0")):
+        lines.append(run_row(p.name.removesuffix("-seed0"), load_run(p), LAST_SETTINGS))
+    lines += ["", "### The most recent item: defences (seed 0)", "", head, sep]
+    lines.append(run_row("standard (main table)", main_std, LAST_SETTINGS))
+    lines.append(run_row("cat (main table)", main_cat, LAST_SETTINGS))
+    verdicts = []
+    for family, base, pattern, key in (
+        ("random replacement (augmentation baseline)", main_std, "last/standard-replace*",
+         "replace_prob"),
+        ("cat + adversarial replacement (the attempt)", main_cat, "last/cat-advreplace*",
+         "lambda_replace"),
+    ):  # fmt: skip
+        runs = [(p, load_run(p)) for p in sorted(b.glob(pattern))]
+        done = [(p, r) for p, r in runs if r is not None]
+        chosen = None
+        if base is not None and done:
+            floor = (1 - KEEP_ACCURACY) * base["valid"]["NDCG@10"]
+            ok = [(r["config"][key], p) for p, r in done if r["valid"]["NDCG@10"] >= floor]
+            chosen = max(ok)[1] if ok else max(done, key=lambda x: x[1]["valid"]["NDCG@10"])[0]
+        for p, r in runs:
+            mark = " **(chosen on validation)**" if p == chosen else ""
+            lines.append(run_row(f"{family}: {p.name.removesuffix('-seed0')}{mark}", r,
+                                 LAST_SETTINGS))  # fmt: skip
+        if chosen is not None and base is not None:
+            r = dict(done)[chosen]
+            verdicts.append(
+                f"- {family}: chosen {chosen.name}; test NDCG@10 {r['test']['NDCG@10']:.4f} vs "
+                f"{base['test']['NDCG@10']:.4f}; last/random RBO@10 "
+                f"{fmt([rob(r, 'last', 'random', 'RBO@10') or 0.0])} vs "
+                f"{fmt([rob(base, 'last', 'random', 'RBO@10') or 0.0])}"
+            )
+    lines += [
+        "",
+        f"Chosen on validation: the strongest setting whose validation NDCG@10 is at most "
+        f"{KEEP_ACCURACY:.0%} below its base run's (else the best validation NDCG@10).",
+        "",
+        *verdicts,
+        "",
+    ]
+    return lines
+
+
 def report(root: Path, data_dir: Path | None) -> str:
     cells = collect(root)
     commit = subprocess.run(
@@ -216,6 +339,7 @@ def report(root: Path, data_dir: Path | None) -> str:
     lines += paired_lines(root, cells)
     plot(cells, root / "ndcg10_vs_last_rbo10.png")
     lines += ["![test NDCG@10 against last-position RBO@10](ndcg10_vs_last_rbo10.png)", ""]
+    lines += beyond_lines(root, cells)
     return "\n".join(lines)
 
 
