@@ -153,7 +153,8 @@ def clean_gradients(
 
 
 class Objective:
-    """The loss of one training step (CAT.md §3): ``L_rec + lambda_1 * L_1 + lambda_2 * L_2``.
+    """The loss of one training step (CAT.md §3): ``L_rec + lambda_1 * L_1 + lambda_2 * L_2``
+    (``+ lambda_replace * L_replace``, an option beyond the paper).
 
     Args:
         loss: ``ce`` or ``bce`` (see :func:`rec_loss`).
