@@ -322,8 +322,9 @@ def beyond_jobs(
     and cat with the sampled-BCE loss, seeds 0-2; the adversarial runs start from the standard BCE
     run of their seed), ``ablation/`` (seed 0: cat with one choice changed, from the main table's
     standard run; a variant equal to the cat configuration is not run again: it is
-    ``main/beauty-sasrec/cat-seed0``) and ``last/`` (the random-replacement augmentation
-    baseline, and the attempt: cat plus the adversarial item-replacement term). ``SETTINGS`` is
+    ``main/beauty-sasrec/cat-seed0``, or ``ablation/reference-seed0`` before tuning) and
+    ``last/`` (the random-replacement augmentation baseline, and the attempt: cat plus the
+    adversarial item-replacement term). ``SETTINGS`` is
     ``tuned`` (the adversarial values of ``tune.json``) or ``cat-md-defaults`` when the search
     has no result yet; while tuning jobs run in this call, the adversarial runs wait for them."""
     jobs: list[Job] = []
@@ -353,9 +354,11 @@ def beyond_jobs(
     cat = base | {"seed": 0, "mode": "cat", **tuned.get("cat", {})}
     reference = make_config_dict(cat)
     donor = "main/beauty-sasrec/standard-seed0"
+    if not tuned:  # no main-table cat run yet: the reference runs here, with CAT.md's values
+        jobs.append(train_job("ablation/reference-seed0", cat, 7, donor))
     for name, change in ABLATION.items():
         if make_config_dict(cat | change) == reference:
-            continue  # the cat run of the main table is this variant
+            continue  # the reference (main table's cat, or ablation/reference) is this variant
         jobs.append(train_job(f"ablation/{name}-seed0", cat | change, 7, donor))
     for p in REPLACE_PROBS:
         cfg = base | std | {"seed": 0, "replace_prob": p}
