@@ -61,13 +61,9 @@ def collect(root: Path) -> dict[tuple[str, str, str], list[dict]]:
     cells: dict[tuple[str, str, str], list[dict]] = {}
     for metrics in sorted(root.glob("main/*/*/metrics.json")):
         run = metrics.parent
-        ds_model, mode_seed = run.parent.name, run.name
-        ds, model = ds_model.split("-", 1)
-        mode = mode_seed.rsplit("-seed", 1)[0]
-        record = {"seed": int(mode_seed.rsplit("-seed", 1)[1]), **json.loads(metrics.read_text())}
-        rob = run / "robustness.json"
-        record["robustness"] = json.loads(rob.read_text())["records"] if rob.exists() else []
-        record["run"] = json.loads((run / "run.json").read_text())
+        ds, model = run.parent.name.split("-", 1)
+        mode, seed = run.name.rsplit("-seed", 1)
+        record = {"seed": int(seed), **load_run(run)}
         cells.setdefault((ds, model, mode), []).append(record)
     return cells
 
@@ -84,8 +80,11 @@ def user_ndcg10(run: Path) -> np.ndarray | None:
     path = run / "ranks.npz"
     if not path.exists():
         return None
-    r = np.load(path)["test"].astype(np.float64)
-    return np.where(r <= 10, 1.0 / np.log2(np.minimum(r, 1e12) + 1.0), 0.0)
+    import torch
+
+    from catrec.metrics.ranking import ndcg
+
+    return ndcg(torch.as_tensor(np.load(path)["test"], dtype=torch.float64), 10).numpy()
 
 
 def paired_test(a: list[np.ndarray], b: list[np.ndarray], n_resamples: int = 2000) -> dict:
@@ -146,7 +145,8 @@ LAST_SETTINGS = [("last", "random"), ("last", "adversarial"), ("first", "adversa
 
 
 def load_run(run: Path) -> dict | None:
-    """metrics, robustness records, run.json and per-epoch log of a finished run folder."""
+    """metrics.json with the robustness records, run.json and config.yaml of a finished run
+    folder (None before it has metrics)."""
     if not (run / "metrics.json").exists():
         return None
     rec = json.loads((run / "metrics.json").read_text())

@@ -89,6 +89,18 @@ def item_perturbation(
 _GAIN_BLOCK = 1 << 24
 
 
+def real_items(inputs: Tensor, n_items: int) -> Tensor:
+    """``[B, L]`` True where ``inputs [B, L]`` holds an item ``1..n_items`` (not padding, not a
+    mask token): the positions that are perturbed or replaced."""
+    return (inputs > 0) & (inputs <= n_items)
+
+
+def draw_replaced(inputs: Tensor, prob: float, n_items: int) -> Tensor:
+    """``[B, L]`` True at each real item of ``inputs`` with probability ``prob`` (one uniform
+    draw per position from the torch generator): the positions a replacement rewrites."""
+    return (torch.rand(inputs.shape, device=inputs.device) < prob) & real_items(inputs, n_items)
+
+
 @torch.no_grad()
 def replacement_items(
     grad: Tensor, inputs: Tensor, table: Tensor, n_items: int, prob: float
@@ -113,9 +125,7 @@ def replacement_items(
     Returns:
         ``[B, L]`` new input ids; ``inputs`` is not modified.
     """
-    real = (inputs > 0) & (inputs <= n_items)
-    hit = (torch.rand(inputs.shape, device=inputs.device) < prob) & real
-    rows, cols = hit.nonzero(as_tuple=True)
+    rows, cols = draw_replaced(inputs, prob, n_items).nonzero(as_tuple=True)
     out = inputs.clone()
     if rows.numel() == 0:
         return out

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from catrec import __version__
 from catrec.adversarial.cascade import MEAN_TOL, cascade_effect, cascade_weights
+from catrec.adversarial.perturb import draw_replaced
 from catrec.config import Config, table_options, to_yaml
 from catrec.data import (
     SequenceData,
@@ -244,8 +245,7 @@ def replace_random_items(inputs: Tensor, prob: float, n_items: int) -> Tensor:
     Returns:
         a new ``[B, L]`` tensor; ``inputs`` is not modified.
     """
-    real = (inputs > 0) & (inputs <= n_items)
-    hit = (torch.rand(inputs.shape, device=inputs.device) < prob) & real
+    hit = draw_replaced(inputs, prob, n_items)
     random_items = torch.randint(1, n_items + 1, inputs.shape, device=inputs.device)
     return torch.where(hit, random_items, inputs)
 

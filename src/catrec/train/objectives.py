@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from catrec.adversarial.perturb import (
     interaction_perturbation,
     item_perturbation,
+    real_items,
     replacement_items,
 )
 from catrec.metrics.ranking import NumericalError
@@ -207,7 +208,7 @@ class Objective:
 
     def perturbation_mask(self, model: SequentialRecommender, inputs: Tensor) -> Tensor:
         """``[B, L]`` True at real interactions (not padding, not a mask token)."""
-        return (inputs > 0) & (inputs <= model.n_items)
+        return real_items(inputs, model.n_items)
 
     def __call__(
         self, model: SequentialRecommender, batch: Batch, adversarial: bool = True
