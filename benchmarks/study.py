@@ -331,41 +331,42 @@ def beyond_jobs(
     root = out / "beyond" / ("tuned" if tuned else "cat-md-defaults")
     base = {"dataset": "beauty", "model": "sasrec", "epochs": args.max_epochs, **dev}
 
-    def train_job(name: str, cfg: dict, prio: int, donor: str | None = None, keep=False) -> Job:
+    def train_job(name: str, cfg: dict, donor: str | None = None, keep: bool = False) -> Job:
+        """``donor``: the standard run whose kept warm-up the run starts from, a main-table job
+        name (``main/...``) or a run of this stage (``bce/...``)."""
         spec: dict[str, Any] = {"run_dir": str(root / name), "config": cfg}
+        deps = tune_jobs if cfg["mode"] != "standard" else []
         if donor:
-            spec["warmup_from"] = (
-                str(out / donor) if donor.startswith("main/") else str(root / donor)
-            )
+            own = not donor.startswith("main/")
+            spec["warmup_from"] = str(root / donor if own else out / donor)
+            deps = [f"beyond/{donor}" if own else donor, *deps]
         if keep:
             spec["keep_states"] = WARMUP_STATES
-        dep = f"beyond/{donor}" if donor and not donor.startswith("main/") else donor
-        deps = ([dep] if dep else []) + (tune_jobs if cfg["mode"] != "standard" else [])
-        return Job(f"beyond/{name}", "train", spec, prio, deps=deps)
+        return Job(f"beyond/{name}", "train", spec, 7, deps=deps)
 
     std = {"mode": "standard", "patience": STANDARD_PATIENCE}
     for seed in BEYOND_SEEDS:
         bce = base | {"loss": "bce", "seed": seed}
         donor = f"bce/standard-seed{seed}"
-        jobs.append(train_job(donor, bce | std, 7, keep=True))
+        jobs.append(train_job(donor, bce | std, keep=True))
         for mode in ("adv", "cat"):
             cfg = bce | {"mode": mode, **tuned.get(mode, {})}
-            jobs.append(train_job(f"bce/{mode}-seed{seed}", cfg, 7, donor=donor))
+            jobs.append(train_job(f"bce/{mode}-seed{seed}", cfg, donor))
     cat = base | {"seed": 0, "mode": "cat", **tuned.get("cat", {})}
     reference = make_config_dict(cat)
     donor = "main/beauty-sasrec/standard-seed0"
     if not tuned:  # no main-table cat run yet: the reference runs here, with CAT.md's values
-        jobs.append(train_job("ablation/reference-seed0", cat, 7, donor))
+        jobs.append(train_job("ablation/reference-seed0", cat, donor))
     for name, change in ABLATION.items():
         if make_config_dict(cat | change) == reference:
             continue  # the reference (main table's cat, or ablation/reference) is this variant
-        jobs.append(train_job(f"ablation/{name}-seed0", cat | change, 7, donor))
+        jobs.append(train_job(f"ablation/{name}-seed0", cat | change, donor))
     for p in REPLACE_PROBS:
         cfg = base | std | {"seed": 0, "replace_prob": p}
-        jobs.append(train_job(f"last/standard-replace{p}-seed0", cfg, 7))
+        jobs.append(train_job(f"last/standard-replace{p}-seed0", cfg))
     for lam in REPLACE_LAMBDAS:
         cfg = cat | {"lambda_replace": lam}
-        jobs.append(train_job(f"last/cat-advreplace{lam}-seed0", cfg, 7, donor))
+        jobs.append(train_job(f"last/cat-advreplace{lam}-seed0", cfg, donor))
     return jobs
 
 
