@@ -65,3 +65,45 @@ def test_tune_runs_resumes_and_never_reads_test(beauty_tiny, tmp_path, monkeypat
     complete = [t for t in again["modes"]["adv"]["trials"] if t["state"] == "COMPLETE"]
     if complete:
         assert again["modes"]["adv"]["best"]["value"] == max(t["value"] for t in complete)
+
+
+def test_an_interrupted_trial_is_resumed_not_redrawn(beauty_tiny, tmp_path, monkeypatch):
+    """A trial stopped by SIGINT / SIGTERM (a session's end) continues in its own folder with its
+    own parameters; its epochs so far are reported again, so the pruner sees the whole run."""
+    import optuna
+    import pytest
+
+    import catrec.train.loop as loop
+    from catrec.tune import RESUMES, _storage, prepare_donor, run_trials, study_name
+
+    base = {"dataset": str(beauty_tiny), "model": "sasrec", **TINY, "epochs": 3}
+    out = tmp_path / "tune"
+    prepare_donor(out, base, progress=False)
+    real = loop.Trainer
+
+    class StopsMidEpoch2(real):  # 300 users / batch 64: 5 steps per epoch
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k, stop_after_steps=7)
+
+    monkeypatch.setattr(loop, "Trainer", StopsMidEpoch2)
+    with pytest.raises(loop.Interrupted):
+        run_trials(out, base, "adv", 1)
+    monkeypatch.setattr(loop, "Trainer", real)
+    first_log = json.loads((out / "trials" / "adv-000" / "log.json").read_text())
+    assert [r["epoch"] for r in first_log] == [1]
+    run_trials(out, base, "adv", 1)
+
+    study = optuna.load_study(study_name=study_name(base, "adv"), storage=_storage(out))
+    t0, t1 = study.get_trials()
+    assert t0.state == optuna.trial.TrialState.FAIL
+    assert t1.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert t1.params == t0.params and t1.user_attrs[RESUMES] == 0
+    assert t1.user_attrs["run_dir"] == "trials/adv-000"
+    assert not (out / "trials" / "adv-001").exists()
+    log = json.loads((out / "trials" / "adv-000" / "log.json").read_text())
+    assert [r["epoch"] for r in log] == [1, 2, 3] and log[0] == first_log[0]
+    assert t1.intermediate_values == {r["epoch"]: r["valid"]["NDCG@10"] for r in log}
+    # continued once: the interrupted trial is not offered again
+    from catrec.tune import interrupted_trials
+
+    assert interrupted_trials(study, out) == []

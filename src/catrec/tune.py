@@ -2,7 +2,8 @@
 
 The search the study issue asks for (CAT.md §3: "until a measured search on the validation split
 replaces them"): Optuna's TPE sampler, a median pruner on validation NDCG@10 per adversarial
-epoch, and a SQLite study file, so an interrupted search resumes where it stopped. Every trial is
+epoch, and a SQLite study file, so an interrupted search resumes where it stopped (a trial cut
+off by SIGINT / SIGTERM continues from its checkpoint: :func:`interrupted_trials`). Every trial is
 an ordinary ``catrec train`` run (one training loop, :func:`catrec.train.loop.train`) that starts
 from the standard warm-up kept by one standard run of the same seed (``keep_states``) instead of
 retraining those epochs. Nothing here reads the test split: a trial's score is the validation
@@ -34,6 +35,8 @@ WARMUPS = (0, 5, 10, 20)
 #: Early-stopping patience searched (adversarial runs improve more slowly and noisily).
 PATIENCES = (5, 10)
 SELECT_METRIC = "NDCG@10"
+#: User attribute of a trial that continues an interrupted one (its number).
+RESUMES = "resumes_trial"
 
 
 def search_space(trial: Any, mode: str, epochs: int | None = None) -> dict[str, Any]:
@@ -173,8 +176,15 @@ def run_trials(
         epochs = make_config(base | {"mode": mode}).epochs
         values = base | {"mode": mode} | search_space(trial, mode, epochs)
         cfg = make_config(values, source=f"trial {trial.number}")
-        run = out / "trials" / f"{mode}-{trial.number:03d}"
-        trial.set_user_attr("run_dir", str(run.relative_to(out)))
+        resumes = trial.user_attrs.get(RESUMES)
+        if resumes is None:
+            run = out / "trials" / f"{mode}-{trial.number:03d}"
+            trial.set_user_attr("run_dir", str(run.relative_to(out)))
+        else:  # the interrupted trial's folder: its epochs so far count again for the pruner
+            run = out / trial.user_attrs["run_dir"]
+            for record in _read_log(run):
+                if record["adversarial"]:
+                    trial.report(record["valid"][SELECT_METRIC], record["epoch"])
 
         def report(epoch: int, valid: dict[str, float], adv_on: bool) -> bool:
             if not adv_on:
@@ -185,7 +195,10 @@ def run_trials(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer = Trainer(cfg, run, progress=progress, on_epoch_end=report, evaluate_test=False)
-            metrics = trainer.fit(warmup_from=donor)
+            if resumes is None:
+                metrics = trainer.fit(warmup_from=donor)
+            else:
+                metrics = trainer.fit(resume=True)
         if not metrics:
             raise optuna.TrialPruned()
         from catrec.run import read_json
@@ -200,13 +213,51 @@ def run_trials(
         done = len(study.get_trials(deepcopy=False, states=counted))
         if done >= n_trials:
             return
+        for t in interrupted_trials(study, out):
+            study.enqueue_trial(
+                t.params, user_attrs={RESUMES: t.number, "run_dir": t.user_attrs["run_dir"]}
+            )
         study.optimize(objective, n_trials=1, catch=())
+
+
+def _read_log(run: Path) -> list[dict[str, Any]]:
+    from catrec.run import read_json
+
+    return read_json(run / "log.json", list) if (run / "log.json").exists() else []
+
+
+def interrupted_trials(study: Any, out: Path) -> list[Any]:
+    """Failed trials of ``study`` that were interrupted with a checkpoint (run status
+    ``interrupted``, ``last.pt`` present) and that no other trial continues yet.
+
+    :func:`run_trials` enqueues each with its parameters and folder, so the next trial resumes
+    that run instead of drawing new parameters: a search stopped at a session's end (SIGINT /
+    SIGTERM) loses no epoch. A trial that failed with an error (status ``failed``) is not retried.
+    """
+    import optuna
+
+    from catrec.run import read_json
+
+    trials = study.get_trials(deepcopy=False)
+    taken = {t.user_attrs.get(RESUMES) for t in trials}
+    found = []
+    for t in trials:
+        run_dir = t.user_attrs.get("run_dir")
+        if t.state != optuna.trial.TrialState.FAIL or t.number in taken or run_dir is None:
+            continue
+        run = out / run_dir
+        if not (run / "last.pt").exists() or not (run / "run.json").exists():
+            continue
+        if read_json(run / "run.json", dict).get("status") == "interrupted":
+            found.append(t)
+    return found
 
 
 def summarise(
     out: str | Path, base: dict[str, Any], modes: Sequence[str], donor: str | Path | None = None
 ) -> dict[str, Any]:
-    """Write ``OUT/tune.json``: every trial, each mode's best trial, and the standard baseline's
+    """Write ``OUT/tune.json``: every trial (a trial that continues an interrupted one names it in
+    ``resumes_trial``), each mode's best trial, and the standard baseline's
     patience choice (read off ``donor``'s log, default the tune's own standard run); returns it."""
     import optuna
 
@@ -246,6 +297,7 @@ def summarise(
                 "epochs_run": t.user_attrs.get("epochs_run"),
                 "last_epoch_reported": max(t.intermediate_values, default=None),
                 "run_dir": t.user_attrs.get("run_dir"),
+                "resumes_trial": t.user_attrs.get(RESUMES),
                 "duration_s": t.duration.total_seconds() if t.duration else None,
             }
             for t in study.get_trials(deepcopy=False)
