@@ -435,6 +435,11 @@ def run_all(args: argparse.Namespace) -> int:
     done: set[str] = set()
     failed: set[str] = set()
     running: dict[str, tuple[subprocess.Popen, Job, float]] = {}
+    # SIGINT / SIGTERM to this process (not its group): stop like a spent budget, so that the
+    # running jobs checkpoint instead of running on orphaned
+    stop_signal: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: stop_signal.append(signum))
     stop_tar = threading.Event()
     if args.tar:
 
@@ -493,7 +498,9 @@ def run_all(args: argparse.Namespace) -> int:
                 log(f"tuning could not be summarised: {exc!r}")
             log(f"tuned: {json.dumps(tuned_values(out))}")
             continue
-        near_end = deadline is not None and time.time() > deadline - args.stop_starting_s
+        near_end = bool(stop_signal) or (
+            deadline is not None and time.time() > deadline - args.stop_starting_s
+        )
         pending = [j for j in jobs if j.name not in done | failed | set(running)]
         ready = sorted(
             (j for j in pending if all(d in done for d in j.deps)), key=lambda j: j.priority
@@ -506,8 +513,9 @@ def run_all(args: argparse.Namespace) -> int:
             log(f"skipped {j.name}: a dependency failed")
         if not running and (not ready or near_end):
             break
-        if deadline is not None and time.time() > deadline:
-            log("budget spent: interrupting running jobs (they checkpoint)")
+        if stop_signal or (deadline is not None and time.time() > deadline):
+            why = f"signal {stop_signal[0]}" if stop_signal else "budget spent"
+            log(f"{why}: interrupting running jobs (they checkpoint)")
             for proc, _, _ in running.values():
                 proc.send_signal(signal.SIGINT)
             for proc, _, _ in running.values():
@@ -553,7 +561,9 @@ def main() -> int:
     ap.add_argument("--legacy-src", default="", help="src folder of the pre-fix code (fidelity)")
     ap.add_argument("--budget-s", type=float, default=0.0, help="wall-clock budget (0: none)")
     ap.add_argument("--stop-starting-s", type=float, default=60.0)
-    ap.add_argument("--grace-s", type=float, default=20.0)
+    ap.add_argument(
+        "--grace-s", type=float, default=90.0, help="seconds a job has to checkpoint when stopped"
+    )
     ap.add_argument("--tar", default="", help="keep a .tar.gz of the results here")
     ap.add_argument("--tar-every-s", type=float, default=60.0)
     ap.add_argument(
