@@ -1,9 +1,9 @@
-"""catrec.evaluate.top_k: the ranking of a stable full sort, ties by item index."""
+"""catrec.fullrank.top_k: the ranking of a stable full sort, ties by item index."""
 
 import pytest
 import torch
 
-from catrec.evaluate import top_k
+from catrec.fullrank import top_k
 from catrec.metrics.ranking import NumericalError, ranks_from_scores
 
 

@@ -53,35 +53,6 @@ def score_users(
     return mask_scores(model.predict(ids), items_read(model, ids), mask_history)
 
 
-def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The ``k`` best columns of masked ``scores [B, V]``, best first: ``(ids [B, k], scores)``.
-
-    Equal scores are listed by item index (as a stable sort of all columns would), so the list
-    is deterministic; the item at position ``j`` has the pessimistic rank
-    :func:`~catrec.metrics.ranking.ranks_from_scores` gives it (``j + 1``) whenever its score is
-    not tied. Masked columns (``-inf``) appear only when fewer than ``k`` columns are unmasked;
-    callers drop them. ``k`` is capped at ``V``.
-
-    ``torch.topk`` alone leaves the order of ties unspecified; a full sort costs ~50x more at
-    12k items, so only rows with a tie across the k-th place are fully sorted.
-
-    Raises:
-        catrec.metrics.ranking.NumericalError: any score is NaN.
-    """
-    if torch.isnan(scores).any():
-        raise NumericalError("model produced NaN scores")
-    k = min(k, scores.shape[1])
-    values, ids = torch.topk(scores, k, dim=1)  # [B, k]
-    ids, order = ids.sort(dim=1)  # by index, then stably by descending score
-    values, order = values.gather(1, order).sort(dim=1, descending=True, stable=True)
-    ids = ids.gather(1, order)
-    tied = (scores >= values[:, -1:]).sum(dim=1) > k  # a tie across the k-th place
-    if bool(tied.any()):
-        v, i = torch.sort(scores[tied], dim=1, descending=True, stable=True)
-        values[tied], ids[tied] = v[:, :k], i[:, :k]
-    return ids, values
-
-
 @torch.no_grad()
 def evaluate_ranking(
     model: SequentialRecommender,

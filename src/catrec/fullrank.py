@@ -165,6 +165,40 @@ def _count_at_least(view: Tensor, t: Tensor, scratch: Tensor, fast: bool) -> Ten
     return view.shape[1] - below.to(torch.int64)
 
 
+def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best columns of masked ``scores [B, V]``, best first: ``(ids [B, k], scores)``.
+
+    Equal scores are listed by item index (as a stable sort of all columns would), so the list
+    is deterministic; the item at position ``j`` has the pessimistic rank
+    :func:`~catrec.metrics.ranking.ranks_from_scores` gives it (``j + 1``) whenever its score is
+    not tied. Masked columns (``-inf``) appear only when fewer than ``k`` columns are unmasked;
+    callers drop them. ``k`` is capped at ``V``.
+
+    ``torch.topk`` alone leaves the order of ties unspecified; a full sort costs ~50x more at
+    12k items, so only rows with a tie across the k-th place are fully sorted.
+
+    Raises:
+        catrec.metrics.ranking.NumericalError: any score is NaN.
+    """
+    if torch.isnan(scores).any():
+        raise NumericalError("model produced NaN scores")
+    return _ordered_topk(scores, k)
+
+
+def _ordered_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """:func:`top_k` without the NaN check (the caller has made it, or knows NaN impossible)."""
+    k = min(k, scores.shape[1])
+    values, ids = torch.topk(scores, k, dim=1)  # [B, k]
+    ids, order = ids.sort(dim=1)  # by index, then stably by descending score
+    values, order = values.gather(1, order).sort(dim=1, descending=True, stable=True)
+    ids = ids.gather(1, order)
+    tied = (scores >= values[:, -1:]).sum(dim=1) > k  # a tie across the k-th place
+    if bool(tied.any()):
+        v, i = torch.sort(scores[tied], dim=1, descending=True, stable=True)
+        values[tied], ids[tied] = v[:, :k], i[:, :k]
+    return ids, values
+
+
 @torch.no_grad()
 def chunked_ranks(
     model: SequentialRecommender,
@@ -186,8 +220,7 @@ def chunked_ranks(
         absmax: :func:`table_absmax` of the model, if already known (one pass over the table).
 
     Memory: one ``[B, width]`` float block and one ``[B, width]`` bool comparison, reused.
-    The top lists hold the same items as ``torch.topk`` of the full scores; among exactly tied
-    scores the choice and order may differ (``torch.topk`` leaves them unspecified too).
+    The top lists equal :func:`top_k` of the full scores, ties included (listed by item index).
 
     Raises:
         NumericalError: a masked score is NaN.
@@ -224,13 +257,11 @@ def chunked_ranks(
                 raise NumericalError("model produced NaN scores")
             here = (targets >= new) & (targets < hi)
             seen[here] = view[rows[here], targets[here] - new]
-            if depth:
-                v, i = torch.topk(view, min(depth, view.shape[1]), dim=1)
+            if depth:  # ties by item index: the kept list's ids all precede this chunk's
+                i, v = _ordered_topk(view, depth)
                 i += new
                 if top_v is not None:
-                    v, j = torch.topk(
-                        torch.cat([top_v, v], 1), min(depth, top_v.shape[1] + v.shape[1]), dim=1
-                    )
+                    j, v = _ordered_topk(torch.cat([top_v, v], 1), depth)
                     i = torch.cat([top_i, i], 1).gather(1, j)
                 top_v, top_i = v, i
             count += _count_at_least(view, guess, above, fast)  # overwrites the block

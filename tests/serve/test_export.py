@@ -12,7 +12,7 @@ from serve_testutil import raw_test_histories
 import catrec
 from catrec.cli import main
 from catrec.errors import RunError
-from catrec.evaluate import top_k
+from catrec.fullrank import top_k
 from catrec.serve.export import export_model
 
 

@@ -13,7 +13,14 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from catrec.evaluate import score_users
-from catrec.fullrank import SCORE_BUDGET, chunk_bounds, chunked_ranks, plan_chunks, table_absmax
+from catrec.fullrank import (
+    SCORE_BUDGET,
+    chunk_bounds,
+    chunked_ranks,
+    plan_chunks,
+    table_absmax,
+    top_k,
+)
 from catrec.metrics.ranking import ranks_from_scores
 from catrec.models.base import SequentialRecommender, trim_padding
 from catrec.robustness.plan import real_lengths
@@ -192,7 +199,8 @@ def topk_and_ranks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``depth`` item lists ``[U, depth]`` and pessimistic target ranks ``[U]`` by full
     ranking of the masked scores (as :func:`catrec.evaluate.evaluate_ranking`, also for
-    ``max_scores``: large catalogues are ranked in chunks, with the same ranks)."""
+    ``max_scores``: large catalogues are ranked in chunks, with the same ranks and lists). Lists
+    are :func:`catrec.fullrank.top_k`'s: equal scores by item index, so they are deterministic."""
     was_training = model.training
     model.eval()
     U = len(targets)
@@ -220,7 +228,7 @@ def topk_and_ranks(
                 .cpu()
                 .numpy()
             )
-            top[rows] = torch.topk(scores, depth, dim=1).indices.cpu().numpy()
+            top[rows] = top_k(scores, depth)[0].cpu().numpy()
             if on_batch is not None:
                 on_batch()
     finally:

@@ -4,7 +4,7 @@ A :class:`Recommender` needs only the run folder: ``config.yaml``, ``items.json`
 item index), ``popularity.json`` (training counts, for the fallback), ``run.json`` and the
 checkpoint. Histories are turned into the left-padded ``[B, L]`` windows the evaluator uses and
 scored by :func:`catrec.evaluate.score_users` (the model contract plus the evaluator's padding and
-history masks), then ranked by :func:`catrec.evaluate.top_k`; so a test user's input history gets
+history masks), then ranked by :func:`catrec.fullrank.top_k`; so a test user's input history gets
 exactly the ranking ``catrec evaluate`` scores.
 """
 
@@ -21,7 +21,8 @@ import torch
 from catrec import __version__
 from catrec.config import Config
 from catrec.errors import CatrecError, DataError, RunError
-from catrec.evaluate import score_users, top_k
+from catrec.evaluate import score_users
+from catrec.fullrank import top_k
 from catrec.models.base import SequentialRecommender
 from catrec.run import load_run_config, load_weights, read_json
 from catrec.utils import atomic_write_json
