@@ -20,6 +20,21 @@ from typing import Any, BinaryIO
 import numpy as np
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object gives one key twice (``args[0]``: the key); ``json`` would keep the last."""
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` ``object_pairs_hook`` that raises :class:`DuplicateKeyError` on a key given
+    twice instead of silently keeping its last value."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKeyError(key)
+        obj[key] = value
+    return obj
+
+
 def _default_mode() -> int:
     """Permissions a plain ``open()`` would give a new file (0o666 less the umask)."""
     umask = os.umask(0)

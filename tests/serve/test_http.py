@@ -104,6 +104,18 @@ def test_malformed_json_is_400(client):
     assert r.status_code == 400 and "malformed JSON" in r.json()["detail"]
 
 
+def test_a_key_given_twice_is_400_not_the_last_value(client):
+    body = b'{"history": ["i1"], "k": 2, "k": 3}'
+    r = client.post("/recommend", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["detail"] == "malformed JSON body: key 'k' given twice"
+    other = b'{"histories": [["i1"]], "k": 2, "exclude_history": true, "exclude_history": false}'
+    r = client.post("/recommend", content=other, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "'exclude_history' given twice" in r.json()["detail"]
+    ok = client.post("/recommend", json={"history": ["i1"], "k": 3})
+    assert ok.status_code == 200 and len(ok.json()["items"]) == 3
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [

@@ -15,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from catrec.errors import ConfigError
 from catrec.serve.recommender import Recommendations, Recommender
+from catrec.utils import DuplicateKeyError, no_duplicate_keys
 
 ItemId = StrictStr | StrictInt
 
@@ -226,12 +228,22 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+async def _no_duplicate_keys(request: Request) -> None:
+    """400 for a JSON body that gives a key twice (FastAPI's parser would keep the last value)."""
+    try:
+        json.loads(await request.body(), object_pairs_hook=no_duplicate_keys)
+    except DuplicateKeyError as exc:
+        raise HTTPException(400, f"malformed JSON body: key {exc.args[0]!r} given twice") from None
+    except ValueError:  # not JSON at all: FastAPI's own parser answers (400, see the handler)
+        pass
+
+
 def create_app(recommender: Recommender, limits: ServerLimits | None = None) -> FastAPI:
     """The FastAPI application serving ``recommender`` within ``limits``.
 
-    Status codes: 400 malformed JSON, 413 body too large, 422 invalid request (wrong types,
-    ``k`` out of range, a history too long, too many histories, unknown ids with ``strict``),
-    500 the model failed (e.g. NaN scores).
+    Status codes: 400 malformed JSON (also a key given twice), 413 body too large, 422 invalid
+    request (wrong types, ``k`` out of range, a history too long, too many histories, unknown ids
+    with ``strict``), 500 the model failed (e.g. NaN scores).
     """
     limits = limits or ServerLimits()
     batcher = MicroBatcher(recommender, limits.max_batch, limits.batch_wait_ms)
@@ -297,7 +309,9 @@ def create_app(recommender: Recommender, limits: ServerLimits | None = None) -> 
             422: {"description": "invalid request"},
         },
     )
-    async def recommend(req: RecommendRequest) -> Recommendation | BatchRecommendation:
+    async def recommend(
+        req: RecommendRequest, _: None = Depends(_no_duplicate_keys)
+    ) -> Recommendation | BatchRecommendation:
         """Top-k raw item ids and scores for one history or a batch of histories."""
         histories = [req.history] if req.history is not None else req.histories or []
         if req.k > limits.max_k:

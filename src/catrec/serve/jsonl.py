@@ -19,27 +19,13 @@ from tqdm.auto import tqdm
 
 from catrec.errors import DataError
 from catrec.serve.recommender import Recommender
-from catrec.utils import atomic_open
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json`` object hook: a key given twice is an error (``json`` would keep the last)."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _DuplicateKey(key)
-        obj[key] = value
-    return obj
+from catrec.utils import DuplicateKeyError, atomic_open, no_duplicate_keys
 
 
 def _parse(line: bytes, where: str) -> tuple[Any, list[str | int]]:
     try:
-        obj = json.loads(line, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as exc:
+        obj = json.loads(line, object_pairs_hook=no_duplicate_keys)
+    except DuplicateKeyError as exc:
         raise DataError(f"{where}: key {exc.args[0]!r} given twice") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{where}: not valid JSON ({exc})") from None
