@@ -325,7 +325,7 @@ def beyond_jobs(
     ``main/beauty-sasrec/cat-seed0``, or ``ablation/reference-seed0`` before tuning) and
     ``last/`` (the random-replacement augmentation baseline, and the attempt: cat plus the
     adversarial item-replacement term). ``SETTINGS`` is
-    ``tuned`` (the adversarial values of ``tune.json``) or ``cat-md-defaults`` when the search
+    ``tuned`` (the adversarial values of a finished search) or ``cat-md-defaults`` when the search
     has no result yet; while tuning jobs run in this call, the adversarial runs wait for them."""
     jobs: list[Job] = []
     root = out / "beyond" / ("tuned" if tuned else "cat-md-defaults")
@@ -377,15 +377,17 @@ def make_config_dict(values: dict[str, Any]) -> dict[str, Any]:
     return make_config({k: v for k, v in values.items() if k != "device"}).model_dump()
 
 
-def tuned_values(out: Path) -> dict[str, dict[str, Any]]:
-    """Each mode's best trial (validation NDCG@10), as config values, from ``tune.json``."""
+def tuned_values(out: Path, n_trials: int) -> dict[str, dict[str, Any]]:
+    """Each mode's best trial (validation NDCG@10), as config values, from ``tune.json``; only
+    for a mode whose search is over (``n_trials`` completed or pruned trials): a search stopped
+    part-way (its ``tune.json`` is written anyway) chooses nothing yet."""
     path = out / "tune" / "beauty-sasrec-seed0" / "tune.json"
     if not path.exists():
         return {}
     doc = json.loads(path.read_text())
     values = {}
     for mode, entry in doc["modes"].items():
-        if "best" in entry:
+        if "best" in entry and entry["n_complete"] + entry["n_pruned"] >= n_trials:
             values[mode] = {k: v for k, v in entry["best"].items() if k not in ("number", "value")}
     return values
 
@@ -415,6 +417,21 @@ def tar_results(out: Path, dest: Path) -> None:
                     continue
                 tar.add(path, arcname=str(path.relative_to(out.parent)))
     os.replace(tmp, dest)
+
+
+def summarise_tuning(out: Path, base: dict[str, Any], log: Any) -> None:
+    """Write the search's ``tune.json`` (every trial, each mode's best so far)."""
+    from catrec.tune import summarise
+
+    try:
+        summarise(
+            out / "tune" / "beauty-sasrec-seed0",
+            base,
+            ["adv", "cat"],
+            donor=out / "main" / "beauty-sasrec" / "standard-seed0",
+        )
+    except Exception as exc:  # noqa: BLE001 - the other stages go on without tuning
+        log(f"tuning could not be summarised: {exc!r}")
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -478,25 +495,14 @@ def run_all(args: argparse.Namespace) -> int:
             (done if code == 0 else failed).add(name)
             status = "done" if code == 0 else f"FAILED ({code})"
             log(f"{status} {name} in {time.time() - started:.0f}s")
-        tuned = tuned_values(out)
+        tuned = tuned_values(out, args.trials)
         jobs = plan_jobs(args, out, tuned)
         by_name = {j.name: j for j in jobs}
         tune_names = [j.name for j in jobs if j.kind == "tune"]
         if tune_names and not summarised and all(n in done | failed for n in tune_names):
-            from catrec.tune import summarise
-
-            base = by_name[tune_names[0]].spec["base"]
             summarised = True
-            try:
-                summarise(
-                    out / "tune" / "beauty-sasrec-seed0",
-                    base,
-                    ["adv", "cat"],
-                    donor=out / "main" / "beauty-sasrec" / "standard-seed0",
-                )
-            except Exception as exc:  # noqa: BLE001 - the other stages go on without tuning
-                log(f"tuning could not be summarised: {exc!r}")
-            log(f"tuned: {json.dumps(tuned_values(out))}")
+            summarise_tuning(out, by_name[tune_names[0]].spec["base"], log)
+            log(f"tuned: {json.dumps(tuned_values(out, args.trials))}")
             continue
         near_end = bool(stop_signal) or (
             deadline is not None and time.time() > deadline - args.stop_starting_s
@@ -526,10 +532,12 @@ def run_all(args: argparse.Namespace) -> int:
             break
         time.sleep(1.0)
     stop_tar.set()
+    if tune_names and not summarised:  # stopped mid-search: tune.json shows where it stands
+        summarise_tuning(out, by_name[tune_names[0]].spec["base"], log)
+    planned = plan_jobs(args, out, tuned_values(out, args.trials))
     log(
         f"finished: {len(done)} done, {len(failed)} failed, "
-        f"{len([j for j in plan_jobs(args, out, tuned_values(out)) if j.name not in done])} "
-        f"not done"
+        f"{len([j for j in planned if j.name not in done])} not done"
     )
     events.close()
     if args.tar:

@@ -24,7 +24,6 @@ import numpy as np
 
 DATASET_FILES = {"beauty": "Beauty", "sports": "Sports_and_Outdoors", "toys": "Toys_and_Games"}
 MODES = ("standard", "adv", "cat")
-SETTINGS = [("first", "adversarial"), ("last", "random"), ("last", "adversarial")]
 
 
 def dataset_stats(path: Path) -> dict[str, float]:
@@ -264,6 +263,124 @@ def beyond_lines(root: Path, cells: dict) -> list[str]:
     return lines
 
 
+ROBUSTNESS_METRICS = [("RBO@10", False), ("Jaccard@10", False), ("NDCG@10_drop", True)]
+ALL_SETTINGS = [(p, r) for p in ("first", "last") for r in ("random", "adversarial")]
+
+
+def robustness_lines(cells: dict, datasets: list[str]) -> list[str]:
+    """One table per replacement setting: RBO@10, Jaccard@10 (1 = top-10 unchanged) and the
+    relative NDCG@10 drop, mean ± std over the seeds with a robustness record."""
+    lines = [
+        "## Robustness",
+        "",
+        "One item per test sequence replaced (the first or the most recent), by a random item or "
+        "by the search's most damaging one; top-10 lists compared with the clean ones.",
+        "",
+    ]
+    for pos, rep in ALL_SETTINGS:
+        lines += [
+            f"### {pos} item, {rep} replacement",
+            "",
+            "| dataset | model | mode | seeds | RBO@10 | Jaccard@10 | NDCG@10 drop |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for ds in datasets:
+            for model in sorted({k[1] for k in cells if k[0] == ds}):
+                for mode in MODES:
+                    runs = [
+                        r
+                        for r in cells.get((ds, model, mode), [])
+                        if rob(r, pos, rep, "RBO@10") is not None
+                    ]
+                    if not runs:
+                        continue
+                    row = f"| {ds} | {model} | {mode} | {','.join(str(r['seed']) for r in runs)} |"
+                    for key, pct in ROBUSTNESS_METRICS:
+                        row += f" {fmt([rob(r, pos, rep, key) for r in runs], pct=pct)} |"
+                    lines.append(row)
+        lines.append("")
+    return lines
+
+
+def gain_lines(cells: dict, datasets: list[str], data_dir: Path | None) -> list[str]:
+    """cat's relative test NDCG@10 gain over each baseline next to the dataset's density and
+    mean sequence length (the paper reports larger gains on sparser data)."""
+    rows = []
+    for ds in datasets:
+        st = dataset_stats(data_dir / f"{DATASET_FILES[ds]}.txt") if data_dir else None
+        for model in sorted({k[1] for k in cells if k[0] == ds}):
+            cat = cells.get((ds, model, "cat"))
+            if not cat:
+                continue
+            c = statistics.fmean(r["test"]["NDCG@10"] for r in cat)
+            gains = []
+            for other in ("standard", "adv"):
+                base = cells.get((ds, model, other))
+                b = statistics.fmean(r["test"]["NDCG@10"] for r in base) if base else None
+                gains.append(f"{100 * (c - b) / b:+.1f}%" if b else "–")
+            dens = f"{st['density']:.5f} | {st['mean_length']:.2f}" if st else "– | –"
+            rows.append(f"| {ds} | {dens} | {model} | {gains[0]} | {gains[1]} |")
+    if not rows:
+        return []
+    return [
+        "## Gain against sparsity",
+        "",
+        "cat's relative test NDCG@10 gain (means over seeds) next to each dataset's density.",
+        "",
+        "| dataset | density | mean length | model | cat vs standard | cat vs adv |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def tuning_lines(root: Path) -> list[str]:
+    """The search's state from ``tune/*/tune.json``: trials per mode and the best so far."""
+    lines: list[str] = []
+    for path in sorted(root.glob("tune/*/tune.json")):
+        tune = json.loads(path.read_text())
+        lines += [
+            f"## Tuning ({path.parent.name}, validation only)",
+            "",
+            f"Metric: {tune['metric']}; `{path.relative_to(root)}` lists every trial.",
+            "",
+            "| mode | complete | pruned | failed or interrupted | best valid NDCG@10 | best "
+            "trial's values |",
+            "|---|---|---|---|---|---|",
+        ]
+        for mode, entry in tune["modes"].items():
+            states = [t["state"] for t in entry["trials"]]
+            best = entry.get("best")
+            values = (
+                ", ".join(
+                    f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in best.items()
+                    if k not in ("number", "value")
+                )
+                if best
+                else "–"
+            )
+            lines.append(
+                f"| {mode} | {states.count('COMPLETE')} | {states.count('PRUNED')} | "
+                f"{states.count('FAIL')} | {best['value']:.4f} | {values} |"
+                if best
+                else f"| {mode} | 0 | {states.count('PRUNED')} | {states.count('FAIL')} | – | – |"
+            )
+        std = tune.get("standard")
+        if std:
+            lines += [
+                "",
+                f"Standard baseline's patience: {std['chosen_patience']} ("
+                + "; ".join(
+                    f"patience {p}: best epoch {v['best_epoch']}, valid {v['valid']:.4f}"
+                    for p, v in std["patience"].items()
+                )
+                + ").",
+            ]
+        lines.append("")
+    return lines
+
+
 def report(root: Path, data_dir: Path | None) -> str:
     cells = collect(root)
     commit = subprocess.run(
@@ -292,12 +409,13 @@ def report(root: Path, data_dir: Path | None) -> str:
                 f"{st['density']:.5f} | {st['mean_length']:.2f} |"
             )
         lines.append("")
-    header = "| dataset | model | mode | seeds | test NDCG@10 | test HR@10 |"
-    sep = "|---|---|---|---|---|---|"
-    for pos, rep in SETTINGS:
-        header += f" {pos}/{rep}: RBO@10 | NDCG@10 drop |"
-        sep += "---|---|"
-    lines += ["## Main table", "", header, sep]
+    lines += [
+        "## Main table",
+        "",
+        "| dataset | model | mode | seeds | test NDCG@10 | test HR@10 | best epoch | wall time "
+        "(s) | device |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     missing = []
     for ds in datasets:
         for model in sorted({k[1] for k in cells if k[0] == ds}):
@@ -306,19 +424,21 @@ def report(root: Path, data_dir: Path | None) -> str:
                 if not runs:
                     missing.append(f"{ds}/{model}/{mode}")
                     continue
-                row = (
+                devices = sorted({str(r["config"].get("device", "cpu")) for r in runs})
+                lines.append(
                     f"| {ds} | {model} | {mode} | {','.join(str(r['seed']) for r in runs)} | "
                     f"{fmt([r['test']['NDCG@10'] for r in runs])} | "
-                    f"{fmt([r['test']['HR@10'] for r in runs])} |"
+                    f"{fmt([r['test']['HR@10'] for r in runs])} | "
+                    f"{', '.join(str(r['run'].get('best_epoch')) for r in runs)} | "
+                    f"{', '.join(str(round(r['run'].get('wall_time_s', 0))) for r in runs)} | "
+                    f"{', '.join(devices)} |"
                 )
-                for pos, rep in SETTINGS:
-                    rbo = [v for r in runs if (v := rob(r, pos, rep, "RBO@10")) is not None]
-                    drop = [v for r in runs if (v := rob(r, pos, rep, "NDCG@10_drop")) is not None]
-                    row += f" {fmt(rbo)} | {fmt(drop, pct=True)} |"
-                lines.append(row)
     lines.append("")
     if missing:
         lines += ["## Not run yet", "", ", ".join(missing), ""]
+    lines += robustness_lines(cells, datasets)
+    lines += gain_lines(cells, datasets, data_dir)
+    lines += tuning_lines(root)
     lines += ["## Where cat does not win", ""]
     verdicts = []
     for (ds, model, mode), runs in sorted(cells.items()):
