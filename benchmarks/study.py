@@ -325,8 +325,8 @@ def beyond_jobs(
     ``main/beauty-sasrec/cat-seed0``, or ``ablation/reference-seed0`` before tuning) and
     ``last/`` (the random-replacement augmentation baseline, and the attempt: cat plus the
     adversarial item-replacement term). ``SETTINGS`` is
-    ``tuned`` (the adversarial values of a finished search) or ``cat-md-defaults`` when the search
-    has no result yet; while tuning jobs run in this call, the adversarial runs wait for them."""
+    ``tuned`` (the adversarial values of a finished search) or ``cat-md-defaults`` while the search
+    is not over; while tuning jobs run in this call, the adversarial runs wait for them."""
     jobs: list[Job] = []
     root = out / "beyond" / ("tuned" if tuned else "cat-md-defaults")
     base = {"dataset": "beauty", "model": "sasrec", "epochs": args.max_epochs, **dev}
