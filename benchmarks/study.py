@@ -54,7 +54,7 @@ class Job:
     name: str
     kind: str  # train | tune | robustness | legacy
     spec: dict[str, Any]
-    priority: int
+    priority: float  # lower starts first
     deps: list[str] = field(default_factory=list)
     legacy: bool = False
 
@@ -283,7 +283,7 @@ def plan_jobs(
                         f"robustness/{j.name}",
                         "robustness",
                         {"run_dir": j.spec["run_dir"], "plan": str(out / "plans" / f"{ds}.npz")},
-                        j.priority + 1,
+                        j.priority + 0.5,  # a few minutes: before the next level
                         deps=[j.name],
                     )
                 )
