@@ -112,6 +112,7 @@ def test_data_stats_by_name(beauty_by_name, capsys):
     assert stats["path"] == str(beauty_by_name)
 
 
+@pytest.mark.slow
 def test_console_script_exit_status(tiny_file):
     proc = subprocess.run(
         [sys.executable, "-m", "catrec.cli", "train", "--dataset", str(tiny_file), "--eps", "-3"],
@@ -257,6 +258,7 @@ def test_help_is_complete_and_examples_copy_paste(tmp_path):
         assert example in [line.strip() for line in text.splitlines()], command
 
 
+@pytest.mark.slow
 def test_evaluate_an_unfinished_run_warns_and_names_the_checkpoint(tiny_file, tmp_path):
     from catrec.config import make_config
     from catrec.train.loop import Interrupted, train

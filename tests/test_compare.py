@@ -54,6 +54,7 @@ def compared(tmp_path_factory, beauty_slice):
     return data, cfg, out
 
 
+@pytest.mark.slow
 def test_compare_writes_table_json_and_plots(compared, capsys):
     _, _, out = compared
     result = json.loads((out / "compare.json").read_text())
@@ -96,6 +97,7 @@ def test_compare_writes_table_json_and_plots(compared, capsys):
         assert name in md
 
 
+@pytest.mark.slow
 def test_compare_rerun_reuses_everything(compared, capsys):
     data, cfg, out = compared
     runs = out / "runs"
@@ -159,6 +161,7 @@ def _random_sequences(path: Path, n_users: int, min_len: int, seed: int) -> Path
     return path
 
 
+@pytest.mark.slow
 def test_parallel_runs_train_each_run_in_its_own_process(tmp_path):
     data = _random_sequences(tmp_path / "seq.txt", n_users=30, min_len=3, seed=0)
     base = {"dataset": str(data), "hidden_size": 8, "max_len": 6, "epochs": 1,

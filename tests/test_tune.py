@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from catrec.tune import search_space, standard_patience, tune
 
 TINY = {"hidden_size": 16, "max_len": 10, "epochs": 2, "batch_size": 64, "dropout": 0.2, "lr": 1e-2}
@@ -44,6 +46,7 @@ def test_adv_and_cat_searches_draw_differently():
     assert len(seeds) == 8
 
 
+@pytest.mark.slow
 def test_tune_runs_resumes_and_never_reads_test(beauty_tiny, tmp_path, monkeypatch):
     def no_test(*a, **k):
         raise AssertionError("tune evaluated a run on the test split")
@@ -71,7 +74,6 @@ def test_an_interrupted_trial_is_resumed_not_redrawn(beauty_tiny, tmp_path, monk
     """A trial stopped by SIGINT / SIGTERM (a session's end) continues in its own folder with its
     own parameters; its epochs so far are reported again, so the pruner sees the whole run."""
     import optuna
-    import pytest
 
     import catrec.train.loop as loop
     from catrec.tune import RESUMES, _storage, prepare_donor, run_trials, study_name

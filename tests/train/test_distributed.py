@@ -35,6 +35,7 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
 N_USERS = 41  # odd: neither the training rows nor the evaluation users split evenly
 TIMEOUT_S = 8  # CATREC_DIST_TIMEOUT of the job: a hang would show as a slow test
+pytestmark = pytest.mark.slow  # the module's job launches ranks through the CLI (about 15 s)
 
 
 def _write_sequences(path: Path) -> int:

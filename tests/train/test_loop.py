@@ -12,6 +12,7 @@ from catrec.train.loop import epoch_batches, evaluate_run, should_stop, train
 TINY = {"hidden_size": 32, "max_len": 20, "epochs": 1, "batch_size": 64, "dropout": 0.2, "lr": 1e-2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["standard", "adv", "cat"])
 def test_one_epoch_each_mode_beats_random(beauty_slice, tmp_path, mode):
     cfg = make_config({"dataset": str(beauty_slice), "mode": mode, "adv_warmup_epochs": 0, **TINY})
