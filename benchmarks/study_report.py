@@ -45,6 +45,11 @@ def dataset_stats(path: Path) -> dict[str, float]:
     }
 
 
+def mean_ndcg10(runs: list[dict]) -> float:
+    """Mean test NDCG@10 over a cell's runs (its seeds)."""
+    return statistics.fmean(r["test"]["NDCG@10"] for r in runs)
+
+
 def fmt(values: list[float], pct: bool = False) -> str:
     if not values:
         return "–"
@@ -302,21 +307,22 @@ def robustness_lines(cells: dict, datasets: list[str]) -> list[str]:
     return lines
 
 
-def gain_lines(cells: dict, datasets: list[str], data_dir: Path | None) -> list[str]:
+def gain_lines(cells: dict, datasets: list[str], stats: dict[str, dict]) -> list[str]:
     """cat's relative test NDCG@10 gain over each baseline next to the dataset's density and
-    mean sequence length (the paper reports larger gains on sparser data)."""
+    mean sequence length (``stats``: :func:`dataset_stats` by dataset, may be empty; the paper
+    reports larger gains on sparser data)."""
     rows = []
     for ds in datasets:
-        st = dataset_stats(data_dir / f"{DATASET_FILES[ds]}.txt") if data_dir else None
+        st = stats.get(ds)
         for model in sorted({k[1] for k in cells if k[0] == ds}):
             cat = cells.get((ds, model, "cat"))
             if not cat:
                 continue
-            c = statistics.fmean(r["test"]["NDCG@10"] for r in cat)
+            c = mean_ndcg10(cat)
             gains = []
             for other in ("standard", "adv"):
                 base = cells.get((ds, model, other))
-                b = statistics.fmean(r["test"]["NDCG@10"] for r in base) if base else None
+                b = mean_ndcg10(base) if base else None
                 gains.append(f"{100 * (c - b) / b:+.1f}%" if b else "–")
             dens = f"{st['density']:.5f} | {st['mean_length']:.2f}" if st else "– | –"
             rows.append(f"| {ds} | {dens} | {model} | {gains[0]} | {gains[1]} |")
@@ -349,22 +355,17 @@ def tuning_lines(root: Path) -> list[str]:
             "|---|---|---|---|---|---|",
         ]
         for mode, entry in tune["modes"].items():
-            states = [t["state"] for t in entry["trials"]]
-            best = entry.get("best")
-            values = (
-                ", ".join(
-                    f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in best.items()
-                    if k not in ("number", "value")
-                )
-                if best
-                else "–"
+            failed = sum(t["state"] == "FAIL" for t in entry["trials"])
+            best = entry.get("best") or {}
+            values = ", ".join(
+                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in best.items()
+                if k not in ("number", "value")
             )
+            value = f"{best['value']:.4f}" if best else "–"
             lines.append(
-                f"| {mode} | {states.count('COMPLETE')} | {states.count('PRUNED')} | "
-                f"{states.count('FAIL')} | {best['value']:.4f} | {values} |"
-                if best
-                else f"| {mode} | 0 | {states.count('PRUNED')} | {states.count('FAIL')} | – | – |"
+                f"| {mode} | {entry['n_complete']} | {entry['n_pruned']} | {failed} | {value} | "
+                f"{values or '–'} |"
             )
         std = tune.get("standard")
         if std:
@@ -395,7 +396,12 @@ def report(root: Path, data_dir: Path | None) -> str:
         "",
     ]
     datasets = sorted({k[0] for k in cells})
-    if data_dir is not None:
+    stats = (
+        {ds: dataset_stats(data_dir / f"{DATASET_FILES[ds]}.txt") for ds in datasets}
+        if data_dir is not None
+        else {}
+    )
+    if stats:
         lines += [
             "## Datasets",
             "",
@@ -403,7 +409,7 @@ def report(root: Path, data_dir: Path | None) -> str:
             "|---|---|---|---|---|---|",
         ]
         for ds in datasets:
-            st = dataset_stats(data_dir / f"{DATASET_FILES[ds]}.txt")
+            st = stats[ds]
             lines.append(
                 f"| {ds} | {st['users']:,} | {st['items']:,} | {st['interactions']:,} | "
                 f"{st['density']:.5f} | {st['mean_length']:.2f} |"
@@ -437,18 +443,18 @@ def report(root: Path, data_dir: Path | None) -> str:
     if missing:
         lines += ["## Not run yet", "", ", ".join(missing), ""]
     lines += robustness_lines(cells, datasets)
-    lines += gain_lines(cells, datasets, data_dir)
+    lines += gain_lines(cells, datasets, stats)
     lines += tuning_lines(root)
     lines += ["## Where cat does not win", ""]
     verdicts = []
     for (ds, model, mode), runs in sorted(cells.items()):
         if mode != "cat":
             continue
-        cat = statistics.fmean(r["test"]["NDCG@10"] for r in runs)
+        cat = mean_ndcg10(runs)
         for other in ("standard", "adv"):
             base = cells.get((ds, model, other))
             if base:
-                b = statistics.fmean(r["test"]["NDCG@10"] for r in base)
+                b = mean_ndcg10(base)
                 if cat <= b:
                     verdicts.append(
                         f"- {ds}/{model}: cat test NDCG@10 {cat:.4f} vs {other} {b:.4f} "
