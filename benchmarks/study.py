@@ -120,6 +120,7 @@ def job_legacy(spec: dict[str, Any]) -> None:
 def plan_jobs(
     args: argparse.Namespace, out: Path, tuned: dict[str, dict[str, Any]] | None
 ) -> list[Job]:
+    from catrec.config import CAT_MD_DEFAULTS
     from catrec.tune import sampler_seed
 
     dev = {"device": args.device, **json.loads(args.override)}
@@ -142,7 +143,10 @@ def plan_jobs(
                 Job(
                     f"fidelity/{name}",
                     "train",
-                    {"run_dir": str(out / "fidelity" / f"{name}-seed0"), "config": fid | extra},
+                    {
+                        "run_dir": str(out / "fidelity" / f"{name}-seed0"),
+                        "config": fid | CAT_MD_DEFAULTS[extra["mode"]] | extra,
+                    },
                     0,
                 )
             )
@@ -154,7 +158,7 @@ def plan_jobs(
                         "legacy",
                         {
                             "run_dir": str(out / "fidelity" / f"legacy-{mode}-seed0"),
-                            "config": fid | {"mode": mode},
+                            "config": fid | {"mode": mode},  # the old code: its own defaults
                         },
                         0,
                         legacy=True,
@@ -261,6 +265,7 @@ def plan_jobs(
                                 "seed": 0,
                                 "mode": mode,
                                 "epochs": args.max_epochs,
+                                **CAT_MD_DEFAULTS[mode],
                                 **dev,
                             },
                             "warmup_from": str(out / std),
@@ -327,6 +332,8 @@ def beyond_jobs(
     adversarial item-replacement term). ``SETTINGS`` is
     ``tuned`` (the adversarial values of a finished search) or ``cat-md-defaults`` while the search
     is not over; while tuning jobs run in this call, the adversarial runs wait for them."""
+    from catrec.config import CAT_MD_DEFAULTS
+
     jobs: list[Job] = []
     root = out / "beyond" / ("tuned" if tuned else "cat-md-defaults")
     base = {"dataset": "beauty", "model": "sasrec", "epochs": args.max_epochs, **dev}
@@ -350,9 +357,9 @@ def beyond_jobs(
         donor = f"bce/standard-seed{seed}"
         jobs.append(train_job(donor, bce | std, keep=True))
         for mode in ("adv", "cat"):
-            cfg = bce | {"mode": mode, **tuned.get(mode, {})}
+            cfg = bce | {"mode": mode, **tuned.get(mode, CAT_MD_DEFAULTS[mode])}
             jobs.append(train_job(f"bce/{mode}-seed{seed}", cfg, donor))
-    cat = base | {"seed": 0, "mode": "cat", **tuned.get("cat", {})}
+    cat = base | {"seed": 0, "mode": "cat", **tuned.get("cat", CAT_MD_DEFAULTS["cat"])}
     reference = make_config_dict(cat)
     donor = "main/beauty-sasrec/standard-seed0"
     if not tuned:  # no main-table cat run yet: the reference runs here, with CAT.md's values

@@ -130,13 +130,13 @@ def test_warmup_longer_than_training_warns(tiny_file, tmp_path, capsys):
         "--dataset",
         str(tiny_file),
         "--mode",
-        "cat",
+        "adv",
         *FAST,
         "--out",
         str(tmp_path / "r"),
     ]
-    assert main(args) == 0  # epochs 2 <= default warm-up 10
-    assert "adversarial terms of mode 'cat' never run" in capsys.readouterr().err
+    assert main(args) == 0  # epochs 2 <= adv's default warm-up 20
+    assert "adversarial terms of mode 'adv' never run" in capsys.readouterr().err
 
 
 def test_cuda_on_cpu_build_is_a_clear_error(tiny_file, tmp_path, capsys):

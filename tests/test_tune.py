@@ -109,3 +109,26 @@ def test_an_interrupted_trial_is_resumed_not_redrawn(beauty_tiny, tmp_path, monk
     from catrec.tune import interrupted_trials
 
     assert interrupted_trials(study, out) == []
+
+
+def test_a_continued_search_does_not_replay_the_first_calls_draws(tmp_path):
+    # A later call (another session) opens the study with the same worker seed: its random
+    # start-up trials must not repeat the earlier call's (they did: adv 0-4 were re-run).
+    from catrec.tune import _study
+
+    def draw(n: int) -> list[dict]:
+        study = _study(tmp_path, "beauty-sasrec-cat-seed0", 1000)
+        params = []
+        for _ in range(n):
+            trial = study.ask()
+            params.append(search_space(trial, "cat", epochs=200))
+            study.tell(trial, 0.05)
+        return params
+
+    first = draw(3)
+    assert draw(3) != first  # the second call: other draws
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    study = _study(fresh, "beauty-sasrec-cat-seed0", 1000)
+    trial = study.ask()
+    assert search_space(trial, "cat", epochs=200) == first[0]  # a fresh study: the plain seed

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from catrec.config import Config, load_yaml, make_config
+from catrec.config import TUNED_DEFAULTS, Config, load_yaml, make_config
 from catrec.errors import CatrecError
 
 
@@ -455,11 +455,10 @@ def compare(
     _absolute_dataset(base)
     for mode in _split_list(modes, "--modes"):
         if mode in ("adv", "cat"):
-            fields = Config.model_fields
             _warn_if_never_adversarial(
                 mode,
-                base.get("epochs", fields["epochs"].default),
-                base.get("adv_warmup_epochs", fields["adv_warmup_epochs"].default),
+                base.get("epochs", Config.model_fields["epochs"].default),
+                base.get("adv_warmup_epochs", TUNED_DEFAULTS[mode]["adv_warmup_epochs"]),
             )
     try:
         seed_list = [int(s) for s in _split_list(seeds, "--seeds")]

@@ -103,10 +103,19 @@ def _storage(out: Path) -> Any:
 
 
 def _study(out: Path, name: str, seed: int) -> Any:
+    """Open (or create) study ``name`` in ``OUT/study.db`` with a TPE sampler and a median pruner.
+
+    The sampler's seed is ``seed`` mixed with the number of trials the study already holds: a
+    search continued by a later call (another session, machine or worker) must not replay the
+    random start-up draws of an earlier call with the same worker seed. Before, it did: on Beauty
+    a continued search re-ran adv trials 0-4 and cat trial 7 with the same parameters
+    (``docs/results/study/README.md``). A fresh study keeps the plain ``seed``.
+    """
+    import numpy as np
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # catrec reports progress itself
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=_storage(out),
         load_if_exists=True,
@@ -114,6 +123,11 @@ def _study(out: Path, name: str, seed: int) -> Any:
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
     )
+    n_before = len(study.get_trials(deepcopy=False))
+    if n_before:
+        mixed = int(np.random.SeedSequence([seed, n_before]).generate_state(1)[0])
+        study.sampler = optuna.samplers.TPESampler(seed=mixed, n_startup_trials=8)
+    return study
 
 
 def study_name(base: dict[str, Any], mode: str) -> str:
