@@ -67,14 +67,16 @@ def _finished(run_dir: Path) -> bool:
 
 def job_train(spec: dict[str, Any]) -> None:
     from catrec.config import make_config
+    from catrec.run import resume_config
     from catrec.train.loop import Trainer
 
     run = Path(spec["run_dir"])
     if _finished(run):
         return
-    cfg = make_config(spec["config"])
-    trainer = Trainer(cfg, run, progress=False, keep_states=spec.get("keep_states", []))
     resume = (run / "last.pt").exists()
+    # a resumed run keeps its own values where the plan sets none (defaults may have changed)
+    cfg = resume_config(run, spec["config"]) if resume else make_config(spec["config"])
+    trainer = Trainer(cfg, run, progress=False, keep_states=spec.get("keep_states", []))
     warmup = spec.get("warmup_from")
     if not resume and run.exists():  # a start that died before its first checkpoint
         for f in run.iterdir():

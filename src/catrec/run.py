@@ -178,6 +178,22 @@ def dataset_file(run_dir: Path, config: Config) -> Path:
 MOVABLE_KEYS = frozenset({"dataset", "device"})
 
 
+def resume_config(run_dir: Path, values: dict[str, Any]) -> Config:
+    """The config to resume ``run_dir`` with: its saved ``config.yaml``, with the keys that
+    ``values`` sets on top.
+
+    A key ``values`` leaves unset keeps the run's value, so a default changed since the run
+    started (e.g. :data:`catrec.config.TUNED_DEFAULTS`) does not change a resumed run; a key set
+    to another value than the run's is then refused by :func:`check_config` (unless it is one of
+    :data:`MOVABLE_KEYS`).
+
+    Raises:
+        RunError: the folder or its ``config.yaml`` is missing.
+        ConfigError: the merged values are invalid.
+    """
+    return make_config(load_run_config(run_dir).model_dump() | values, source=str(run_dir))
+
+
 def check_config(ckpt: dict[str, Any], config: Config, path: Path) -> None:
     """Raise :class:`RunError` if ``config`` differs from the config the checkpoint was written
     with (checkpoints from before catrec recorded it are not checked).

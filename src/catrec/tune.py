@@ -196,6 +196,9 @@ def run_trials(
             trial.set_user_attr("run_dir", str(run.relative_to(out)))
         else:  # the interrupted trial's folder: its epochs so far count again for the pruner
             run = out / trial.user_attrs["run_dir"]
+            from catrec.run import resume_config
+
+            cfg = resume_config(run, values)  # unsearched keys keep the trial's own values
             for record in _read_log(run):
                 if record["adversarial"]:
                     trial.report(record["valid"][SELECT_METRIC], record["epoch"])

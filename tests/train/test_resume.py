@@ -206,3 +206,26 @@ def test_evaluating_a_run_stopped_in_its_warmup_says_why_there_is_no_model(beaut
         Trainer(cfg, tmp_path / "run", progress=False, stop_after_steps=n_steps + 1).fit()
     with pytest.raises(RunError, match="no best.pt yet.*warm-up.*catrec train --resume"):
         evaluate_run(tmp_path / "run")
+
+
+def test_a_default_changed_since_the_run_started_does_not_block_its_resume(
+    beauty_tiny, tmp_path, monkeypatch
+):
+    # The tuned defaults replaced CAT.md's while study runs were interrupted: a resumed run keeps
+    # its own values where the request sets none, and still refuses a value the request changes.
+    from catrec.config import TUNED_DEFAULTS
+    from catrec.run import resume_config
+
+    values = {"dataset": str(beauty_tiny), "mode": "cat", "adv_warmup_epochs": 1, **CFG}
+    ref = train(make_config(values), tmp_path / "ref", progress=False)
+    with pytest.raises(Interrupted):
+        train(make_config(values), tmp_path / "run", progress=False, stop_after_steps=4)
+    monkeypatch.setitem(TUNED_DEFAULTS, "cat", TUNED_DEFAULTS["cat"] | {"eps": 0.9})
+    with pytest.raises(RunError, match=r"eps: 0\.20\d* -> 0\.9"):
+        train(make_config(values), tmp_path / "run", progress=False, resume=True)
+    cfg = resume_config(tmp_path / "run", values)
+    assert cfg.eps == pytest.approx(0.2028519425405633)
+    with pytest.raises(RunError, match=r"lambda_1: 0\.43\d* -> 2\.0"):
+        changed = resume_config(tmp_path / "run", values | {"lambda_1": 2.0})
+        train(changed, tmp_path / "run", progress=False, resume=True)
+    assert train(cfg, tmp_path / "run", progress=False, resume=True)["test"] == ref["test"]
