@@ -45,9 +45,17 @@ def dataset_stats(path: Path) -> dict[str, float]:
     }
 
 
-def mean_ndcg10(runs: list[dict]) -> float:
-    """Mean test NDCG@10 over a cell's runs (its seeds)."""
-    return statistics.fmean(r["test"]["NDCG@10"] for r in runs)
+def shared_means(a: list[dict], b: list[dict]) -> tuple[float, float, list[int]] | None:
+    """Mean test NDCG@10 of two cells over the seeds both ran, and those seeds (a gain between
+    means over different seeds would be partly seed noise); None when they share no seed."""
+    seeds = sorted({r["seed"] for r in a} & {r["seed"] for r in b})
+    if not seeds:
+        return None
+
+    def mean(runs: list[dict]) -> float:
+        return statistics.fmean(r["test"]["NDCG@10"] for r in runs if r["seed"] in seeds)
+
+    return mean(a), mean(b), seeds
 
 
 def fmt(values: list[float], pct: bool = False) -> str:
@@ -318,12 +326,14 @@ def gain_lines(cells: dict, datasets: list[str], stats: dict[str, dict]) -> list
             cat = cells.get((ds, model, "cat"))
             if not cat:
                 continue
-            c = mean_ndcg10(cat)
             gains = []
             for other in ("standard", "adv"):
-                base = cells.get((ds, model, other))
-                b = mean_ndcg10(base) if base else None
-                gains.append(f"{100 * (c - b) / b:+.1f}%" if b else "–")
+                shared = shared_means(cat, cells.get((ds, model, other), []))
+                if shared is None:
+                    gains.append("–")
+                    continue
+                c, b, seeds = shared
+                gains.append(f"{100 * (c - b) / b:+.1f}% (seeds {','.join(map(str, seeds))})")
             dens = f"{st['density']:.5f} | {st['mean_length']:.2f}" if st else "– | –"
             rows.append(f"| {ds} | {dens} | {model} | {gains[0]} | {gains[1]} |")
     if not rows:
@@ -331,7 +341,8 @@ def gain_lines(cells: dict, datasets: list[str], stats: dict[str, dict]) -> list
     return [
         "## Gain against sparsity",
         "",
-        "cat's relative test NDCG@10 gain (means over seeds) next to each dataset's density.",
+        "cat's relative test NDCG@10 gain (means over the seeds both modes ran) next to each "
+        "dataset's density.",
         "",
         "| dataset | density | mean length | model | cat vs standard | cat vs adv |",
         "|---|---|---|---|---|---|",
@@ -450,16 +461,16 @@ def report(root: Path, data_dir: Path | None) -> str:
     for (ds, model, mode), runs in sorted(cells.items()):
         if mode != "cat":
             continue
-        cat = mean_ndcg10(runs)
         for other in ("standard", "adv"):
-            base = cells.get((ds, model, other))
-            if base:
-                b = mean_ndcg10(base)
-                if cat <= b:
-                    verdicts.append(
-                        f"- {ds}/{model}: cat test NDCG@10 {cat:.4f} vs {other} {b:.4f} "
-                        f"({100 * (cat - b) / b:+.1f}%)"
-                    )
+            shared = shared_means(runs, cells.get((ds, model, other), []))
+            if shared is None:
+                continue
+            cat, b, seeds = shared
+            if cat <= b:
+                verdicts.append(
+                    f"- {ds}/{model}: cat test NDCG@10 {cat:.4f} vs {other} {b:.4f} "
+                    f"({100 * (cat - b) / b:+.1f}%; seeds {','.join(map(str, seeds))})"
+                )
     lines += verdicts or [
         "No cat cell has been run yet."
         if not any(k[2] == "cat" for k in cells)

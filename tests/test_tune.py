@@ -132,3 +132,76 @@ def test_a_continued_search_does_not_replay_the_first_calls_draws(tmp_path):
     study = _study(fresh, "beauty-sasrec-cat-seed0", 1000)
     trial = study.ask()
     assert search_space(trial, "cat", epochs=200) == first[0]  # a fresh study: the plain seed
+
+
+def test_a_trial_is_not_pruned_before_five_adversarial_epochs():
+    # The median pruner counts steps from epoch 1: a trial with 20 warm-up epochs was pruned
+    # after its first adversarial epoch. Now it runs at least PRUNE_AFTER_ADV_EPOCHS of them.
+    import optuna
+
+    from catrec.tune import PRUNE_AFTER_ADV_EPOCHS, report_epoch
+
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=3),
+    )
+    done = study.ask()
+    for epoch in range(1, 31):
+        done.report(0.07, epoch)
+    study.tell(done, 0.07)
+    trial = study.ask()  # warm-up 20: adversarial from epoch 21, far below the median
+    verdicts = [report_epoch(trial, 20 + k, 0.01, k) for k in range(1, 8)]
+    assert PRUNE_AFTER_ADV_EPOCHS == 5
+    assert verdicts == [False, False, False, False, True, True, True]
+    assert trial.should_prune()  # the pruner alone would have cut it at once
+
+
+@pytest.mark.slow
+def test_a_trial_pruned_too_early_runs_again_and_does_not_count(beauty_tiny, tmp_path):
+    import optuna
+
+    from catrec.tune import (
+        RERUNS,
+        _storage,
+        counted_trials,
+        prepare_donor,
+        pruned_early,
+        run_trials,
+        study_name,
+        summarise,
+    )
+
+    base = {"dataset": str(beauty_tiny), "model": "sasrec", **TINY, "epochs": 3}
+    out = tmp_path / "tune"
+    prepare_donor(out, base, progress=False)
+    # the search space's distributions, from a throw-away trial
+    probe = optuna.create_study().ask()
+    params = search_space(probe, "adv", epochs=3) | {"adv_warmup_epochs": 0}
+    dists = {k: probe.distributions[k] for k in params}
+    study = optuna.create_study(
+        study_name=study_name(base, "adv"), storage=_storage(out), direction="maximize"
+    )
+    pruned = optuna.trial.TrialState.PRUNED
+    early = optuna.trial.create_trial(  # pruned after 2 adversarial epochs (warm-up 0)
+        params=params, distributions=dists, state=pruned, intermediate_values={1: 0.1, 2: 0.1}
+    )
+    late = optuna.trial.create_trial(  # after 5: a verdict that counts
+        params=params | {"eps": 0.5},
+        distributions=dists,
+        state=pruned,
+        intermediate_values={e: 0.1 for e in range(1, 6)},
+    )
+    study.add_trial(early)
+    study.add_trial(late)
+    frozen = study.get_trials()
+    assert [pruned_early(t) for t in frozen] == [True, False]
+    assert [t.number for t in counted_trials(study)] == [1]
+
+    run_trials(out, base, "adv", 2)  # one more counted trial: the early one's parameters again
+    trials = study.get_trials()
+    assert len(trials) == 3
+    assert trials[2].params == params and trials[2].user_attrs[RERUNS] == 0
+    assert trials[2].user_attrs["run_dir"] == "trials/adv-002"
+    doc = summarise(out, base, ["adv"])["modes"]["adv"]
+    assert (doc["n_pruned_early"], doc["n_complete"] + doc["n_pruned"]) == (1, 2)
+    assert [t["pruned_early"] for t in doc["trials"]] == [True, False, False]

@@ -37,6 +37,47 @@ PATIENCES = (5, 10)
 SELECT_METRIC = "NDCG@10"
 #: User attribute of a trial that continues an interrupted one (its number).
 RESUMES = "resumes_trial"
+#: A trial may be pruned only after its adversarial terms have run this many epochs (the smaller
+#: patience). The median pruner's own ``n_warmup_steps`` counts epochs from 1, so a trial with 20
+#: warm-up epochs could be pruned after its first adversarial epoch, when switching the terms on
+#: has just lowered validation NDCG@10: the Beauty search pruned 11 of its 31 adv trials after
+#: their first adversarial epoch, 13 before their fifth (``docs/results/study/README.md``).
+PRUNE_AFTER_ADV_EPOCHS = 5
+
+
+#: User attribute of a trial that re-runs one pruned before :data:`PRUNE_AFTER_ADV_EPOCHS`.
+RERUNS = "reruns_trial"
+
+
+def pruned_early(trial: Any) -> bool:
+    """Whether ``trial`` (an Optuna ``FrozenTrial``) was pruned before its adversarial terms had
+    run :data:`PRUNE_AFTER_ADV_EPOCHS` epochs (by the pruning rule before that constant existed).
+    Such a trial does not count towards a search's trials: :func:`run_trials` runs its
+    parameters again."""
+    import optuna
+
+    if trial.state != optuna.trial.TrialState.PRUNED or not trial.intermediate_values:
+        return False
+    warmup = trial.params.get("adv_warmup_epochs", 0)
+    return max(trial.intermediate_values) - warmup < PRUNE_AFTER_ADV_EPOCHS
+
+
+def counted_trials(study: Any) -> list[Any]:
+    """The trials that count towards ``n_trials``: completed ones, and pruned ones that ran at
+    least :data:`PRUNE_AFTER_ADV_EPOCHS` adversarial epochs."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return [t for t in study.get_trials(deepcopy=False, states=states) if not pruned_early(t)]
+
+
+def report_epoch(trial: Any, epoch: int, value: float, adv_epochs: int) -> bool:
+    """Report one adversarial epoch's validation ``value`` to ``trial`` (step ``epoch``, counted
+    from 1) and return whether to prune it: never before ``adv_epochs`` (the adversarial epochs
+    run so far, this one included) reaches :data:`PRUNE_AFTER_ADV_EPOCHS`, then the median
+    pruner's verdict."""
+    trial.report(value, epoch)
+    return adv_epochs >= PRUNE_AFTER_ADV_EPOCHS and trial.should_prune()
 
 
 def search_space(trial: Any, mode: str, epochs: int | None = None) -> dict[str, Any]:
@@ -171,7 +212,9 @@ def run_trials(
     progress: bool = False,
     donor: str | Path | None = None,
 ) -> None:
-    """Run trials of ``mode``'s study until it holds ``n_trials`` completed or pruned ones.
+    """Run trials of ``mode``'s study until it holds ``n_trials`` completed or pruned ones
+    (:func:`counted_trials`). Interrupted trials are continued and trials pruned too early
+    (:func:`pruned_early`) run again with their parameters before new ones are drawn.
 
     Several processes may call this on the same ``out`` at once (each takes the next trial from
     the shared SQLite study). Trials start from the warm-up states kept by ``donor`` (default: the
@@ -184,7 +227,6 @@ def run_trials(
     out = Path(out)
     donor = Path(donor) if donor else donor_dir(out, make_config(base | {"mode": mode}).seed)
     study = _study(out, study_name(base, mode), sampler_seed)
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
     def objective(trial: optuna.Trial) -> float:
         epochs = make_config(base | {"mode": mode}).epochs
@@ -206,8 +248,7 @@ def run_trials(
         def report(epoch: int, valid: dict[str, float], adv_on: bool) -> bool:
             if not adv_on:
                 return False
-            trial.report(valid[SELECT_METRIC], epoch)
-            return trial.should_prune()
+            return report_epoch(trial, epoch, valid[SELECT_METRIC], epoch - cfg.adv_warmup_epochs)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -227,13 +268,17 @@ def run_trials(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     while True:
-        done = len(study.get_trials(deepcopy=False, states=counted))
-        if done >= n_trials:
+        if len(counted_trials(study)) >= n_trials:
             return
         for t in interrupted_trials(study, out):
             study.enqueue_trial(
                 t.params, user_attrs={RESUMES: t.number, "run_dir": t.user_attrs["run_dir"]}
             )
+        trials = study.get_trials(deepcopy=False)
+        taken = {t.user_attrs.get(RERUNS) for t in trials}
+        early = [t for t in trials if pruned_early(t) and t.number not in taken]
+        if early:  # one at a time: parallel workers each take the next one
+            study.enqueue_trial(early[0].params, user_attrs={RERUNS: early[0].number})
         study.optimize(objective, n_trials=1, catch=())
 
 
@@ -315,14 +360,20 @@ def summarise(
                 "last_epoch_reported": max(t.intermediate_values, default=None),
                 "run_dir": t.user_attrs.get("run_dir"),
                 "resumes_trial": t.user_attrs.get(RESUMES),
+                "reruns_trial": t.user_attrs.get(RERUNS),
                 "duration_s": t.duration.total_seconds() if t.duration else None,
             }
             for t in study.get_trials(deepcopy=False)
         ]
         complete = [t for t in trials if t["state"] == "COMPLETE"]
+        early = {t.number for t in study.get_trials(deepcopy=False) if pruned_early(t)}
+        for t in trials:
+            t["pruned_early"] = t["number"] in early
         entry: dict[str, Any] = {
             "n_complete": len(complete),
-            "n_pruned": sum(t["state"] == "PRUNED" for t in trials),
+            # counted: pruned after at least PRUNE_AFTER_ADV_EPOCHS adversarial epochs
+            "n_pruned": sum(t["state"] == "PRUNED" for t in trials) - len(early),
+            "n_pruned_early": len(early),
             "trials": trials,
         }
         if complete:
