@@ -359,11 +359,13 @@ def tuning_lines(root: Path) -> list[str]:
         lines += [
             f"## Tuning ({path.parent.name}, validation only)",
             "",
-            f"Metric: {tune['metric']}; `{path.relative_to(root)}` lists every trial.",
+            f"Metric: {tune['metric']}; `{path.relative_to(root)}` lists every trial. A trial "
+            "pruned before five adversarial epochs does not count and runs again "
+            "(`catrec.tune.PRUNE_AFTER_ADV_EPOCHS`).",
             "",
-            "| mode | complete | pruned | failed or interrupted | best valid NDCG@10 | best "
-            "trial's values |",
-            "|---|---|---|---|---|---|",
+            "| mode | complete | pruned | pruned too early (run again) | failed or interrupted | "
+            "best valid NDCG@10 | best trial's values |",
+            "|---|---|---|---|---|---|---|",
         ]
         for mode, entry in tune["modes"].items():
             failed = sum(t["state"] == "FAIL" for t in entry["trials"])
@@ -375,8 +377,8 @@ def tuning_lines(root: Path) -> list[str]:
             )
             value = f"{best['value']:.4f}" if best else "–"
             lines.append(
-                f"| {mode} | {entry['n_complete']} | {entry['n_pruned']} | {failed} | {value} | "
-                f"{values or '–'} |"
+                f"| {mode} | {entry['n_complete']} | {entry['n_pruned']} | "
+                f"{entry.get('n_pruned_early', 0)} | {failed} | {value} | {values or '–'} |"
             )
         std = tune.get("standard")
         if std:
