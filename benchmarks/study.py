@@ -65,13 +65,35 @@ def _finished(run_dir: Path) -> bool:
     return meta.exists() and json.loads(meta.read_text()).get("status") in ("finished", "stopped")
 
 
+def planned_changes(run: Path, values: dict[str, Any]) -> list[str]:
+    """The keys ``values`` sets (the plan's) whose resolved value differs from ``run``'s saved
+    config, as ``"key: run -> plan"``; the movable keys (dataset path, device) do not count."""
+    from catrec.config import make_config
+    from catrec.run import MOVABLE_KEYS, load_run_config
+
+    have = load_run_config(run).model_dump()
+    want = make_config(values).model_dump()
+    return [
+        f"{k}: {have[k]!r} -> {want[k]!r}"
+        for k in sorted(values)
+        if k not in MOVABLE_KEYS and have[k] != want[k]
+    ]
+
+
 def job_train(spec: dict[str, Any]) -> None:
     from catrec.config import make_config
+    from catrec.errors import RunError
     from catrec.run import resume_config
     from catrec.train.loop import Trainer
 
     run = Path(spec["run_dir"])
-    if _finished(run):
+    if _finished(run):  # kept only if it is the planned run (the tuned values may have moved)
+        changes = planned_changes(run, spec["config"])
+        if changes:
+            raise RunError(
+                f"{run} finished with other settings than the plan's ({'; '.join(changes)}); "
+                "move the folder away to train it again"
+            )
         return
     resume = (run / "last.pt").exists()
     # a resumed run keeps its own values where the plan sets none (defaults may have changed)
