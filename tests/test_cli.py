@@ -282,3 +282,37 @@ def test_evaluate_an_unfinished_run_warns_and_names_the_checkpoint(tiny_file, tm
     args = ["robustness", str(run_dir), "--positions", "last", "--bootstrap", "10", "--quiet"]
     with pytest.warns(UserWarning, match=r"has not finished.*best\.pt, the best checkpoint"):
         assert main(args) == 0
+
+
+def test_null_and_other_mode_in_a_config_file(tiny_file, tmp_path, capsys):
+    # null is the mode's default (compare crashed on it); a run's config.yaml reused with another
+    # --mode keeps its mode's resolved values, which is said.
+    from catrec.cli import _warn_if_other_mode
+
+    nulls = tmp_path / "n.yaml"
+    nulls.write_text("adv_warmup_epochs: null\neps: null\n")
+    args = ["compare", "--config", str(nulls), "--dataset", str(tiny_file), "--modes", "adv"]
+    args += ["--seeds", "0", *FAST, "--epochs", "1", "--out", str(tmp_path / "c")]
+    assert main(args) == 0
+    assert "warm-up of 20 epochs" in capsys.readouterr().err  # adv's default, not a crash
+    _warn_if_other_mode({"mode": "adv", "eps": 0.12, "lambda_2": 0.0}, {"mode": "cat"}, "a.yaml")
+    err = capsys.readouterr().err
+    assert "a.yaml is a 'adv' config and --mode is 'cat': its eps, lambda_2 are kept" in err
+    _warn_if_other_mode({"mode": "adv", "eps": 0.12}, {"mode": "adv"}, "a.yaml")
+    _warn_if_other_mode({"mode": "adv", "seed": 1}, {"mode": "cat"}, "a.yaml")
+    assert capsys.readouterr().err == ""
+
+
+def test_an_interrupted_tune_says_to_run_tune_again(tiny_file, tmp_path, capsys, monkeypatch):
+    # Not "catrec train --resume TRIAL": that would evaluate the test split tune never reads.
+    from catrec.train.loop import Interrupted
+
+    def stopped(*a, **k):
+        raise Interrupted("interrupted; resume with catrec train --resume X")
+
+    monkeypatch.setattr("catrec.tune.tune", stopped)
+    out = tmp_path / "t"
+    assert main(["tune", "--dataset", str(tiny_file), "--out", str(out), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert f"saved in {out}" in err and "run the same catrec tune command again" in err
+    assert "train --resume" not in err

@@ -169,7 +169,9 @@ def test_config_changes_name_the_keys():
     assert config_sha256(a) != config_sha256(b) and config_sha256(a) == config_sha256(a)
     assert config_changes(a.model_dump(), b) == ["lr: 0.001 -> 0.05", "seed: 0 -> 7"]
     old = a.model_dump()
-    del old["time_format"]  # a key added to catrec after the run: its default, no change
+    del old["time_format"]  # a key added to catrec after the run: no change
+    assert config_changes(old, a) == []
+    del old["shared_dropout"]  # likewise for a key whose default is now per mode (None)
     assert config_changes(old, a) == []
 
 

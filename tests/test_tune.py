@@ -205,3 +205,18 @@ def test_a_trial_pruned_too_early_runs_again_and_does_not_count(beauty_tiny, tmp
     doc = summarise(out, base, ["adv"])["modes"]["adv"]
     assert (doc["n_pruned_early"], doc["n_complete"] + doc["n_pruned"]) == (1, 2)
     assert [t["pruned_early"] for t in doc["trials"]] == [True, False, False]
+
+
+def test_a_search_refuses_other_fixed_settings(tmp_path):
+    # Continuing a study with another model size would mix trials of two searches in one best.
+    import optuna
+
+    from catrec.errors import ConfigError
+    from catrec.tune import check_settings
+
+    study = optuna.create_study(study_name="s", direction="maximize")
+    base = {"dataset": "beauty", "model": "sasrec", "hidden_size": 16, "epochs": 6}
+    check_settings(study, base, "adv", tmp_path)  # first use: recorded
+    check_settings(study, base | {"device": "cuda"}, "adv", tmp_path)  # the device may change
+    with pytest.raises(ConfigError, match=r"epochs: 6 -> 8; hidden_size: 16 -> 8"):
+        check_settings(study, base | {"hidden_size": 8, "epochs": 8}, "adv", tmp_path)

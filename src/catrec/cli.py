@@ -117,9 +117,25 @@ def _default_out(cfg: Config) -> Path:
 def _warn_if_never_adversarial(mode: str, epochs: int, warmup: int) -> None:
     if epochs <= warmup:
         click.echo(
-            f"catrec: warning: --epochs {epochs} <= --adv-warmup-epochs {warmup}: the "
-            f"adversarial terms of mode {mode!r} never run, so it trains exactly like "
-            "'standard'; lower --adv-warmup-epochs or raise --epochs",
+            f"catrec: warning: --epochs {epochs} <= the adversarial warm-up of {warmup} epochs "
+            f"(--adv-warmup-epochs): the adversarial terms of mode {mode!r} never run, so it "
+            "trains exactly like 'standard'; lower --adv-warmup-epochs or raise --epochs",
+            err=True,
+        )
+
+
+def _warn_if_other_mode(values: dict[str, Any], given: dict[str, Any], path: str | None) -> None:
+    """Warn when ``--mode`` changes the mode of a config file that sets per-mode defaults (a run's
+    ``config.yaml`` holds its mode's resolved values: another mode would inherit them)."""
+    from catrec.config import TUNED_DEFAULTS
+
+    mode, other = given.get("mode"), values.get("mode")
+    inherited = sorted(k for k in TUNED_DEFAULTS["cat"] if values.get(k) is not None)
+    if mode and other and mode != other and inherited:
+        click.echo(
+            f"catrec: warning: {path} is a {other!r} config and --mode is {mode!r}: its "
+            f"{', '.join(inherited)} are kept, not {mode!r}'s defaults; remove those keys (or "
+            "set them to null) to get them",
             err=True,
         )
 
@@ -167,6 +183,7 @@ def train(
         run_dir = Path(resume)
     else:
         values = load_yaml(config_file) if config_file else {}
+        _warn_if_other_mode(values, given, config_file)
         values.update(given)
         if "dataset" not in values:
             raise click.UsageError("missing --dataset (a name such as beauty, or a file path)")
@@ -455,10 +472,12 @@ def compare(
     _absolute_dataset(base)
     for mode in _split_list(modes, "--modes"):
         if mode in ("adv", "cat"):
+            epochs = base.get("epochs")  # absent or null: the default
+            warmup = base.get("adv_warmup_epochs")
             _warn_if_never_adversarial(
                 mode,
-                base.get("epochs", Config.model_fields["epochs"].default),
-                base.get("adv_warmup_epochs", TUNED_DEFAULTS[mode]["adv_warmup_epochs"]),
+                Config.model_fields["epochs"].default if epochs is None else epochs,
+                TUNED_DEFAULTS[mode]["adv_warmup_epochs"] if warmup is None else warmup,
             )
     try:
         seed_list = [int(s) for s in _split_list(seeds, "--seeds")]
@@ -540,6 +559,7 @@ def tune(
     from catrec.tune import tune as run_tune
 
     base = load_yaml(config_file) if config_file else {}
+    base = {key: v for key, v in base.items() if v is not None}  # null: the default
     base.update({key: v for key, v in opts.items() if v is not None})
     for key in ("mode", *TUNED):
         if key in base:
@@ -555,7 +575,18 @@ def tune(
         name = Path(base["dataset"]).stem.lower()
         out = str(Path("tune") / f"{name}-{base.get('model', 'sasrec')}-seed{base.get('seed', 0)}")
     device_list = _split_list(devices, "--devices") if devices else []
-    run_tune(out, base, mode_list, trials, workers=workers, devices=device_list, progress=not quiet)
+    from catrec.train.loop import Interrupted
+
+    try:
+        run_tune(
+            out, base, mode_list, trials, workers=workers, devices=device_list, progress=not quiet
+        )
+    except Interrupted:
+        raise Interrupted(
+            f"tuning interrupted; its state is saved in {out} (study.db and the runs' "
+            "checkpoints): run the same catrec tune command again to continue it (the "
+            "interrupted trial resumes)"
+        ) from None
     click.echo(f"written: {Path(out) / 'tune.json'}, {Path(out) / 'study.db'}")
 
 

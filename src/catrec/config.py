@@ -49,7 +49,7 @@ TUNED_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "adv": {
         "eps": 0.12635598137381665,
-        "eps_item": 0.0259516328719906,  # unused by adv (level 1 only)
+        "eps_item": 0.3,  # unused by adv (level 1 only); the value its study cells record
         "lambda_1": 2.153628685592504,
         "lambda_2": 0.0,
         "adv_warmup_epochs": 20,
@@ -434,13 +434,15 @@ def config_changes(stored: dict[str, Any], config: Config) -> list[str]:
     """The keys whose values differ between ``stored`` (a resolved config's ``model_dump()``,
     e.g. from a checkpoint) and ``config``, as ``"key: stored -> now"`` strings.
 
-    A key that ``stored`` lacks (a field added to catrec since) counts as its default value.
+    A key that ``stored`` lacks (a field added to catrec since) is not a change: the run was
+    written before it existed, so its config.yaml cannot have edited it.
     """
     now = config.model_dump()
     out = []
     for key in sorted(set(stored) | set(now)):
-        old = stored.get(key, Config.model_fields[key].default if key in now else None)
-        new = now.get(key)
+        if key not in stored:
+            continue
+        old, new = stored[key], now.get(key)
         if old != new:
             out.append(f"{key}: {old!r} -> {new!r}")
     return out

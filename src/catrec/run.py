@@ -191,7 +191,8 @@ def resume_config(run_dir: Path, values: dict[str, Any]) -> Config:
         RunError: the folder or its ``config.yaml`` is missing.
         ConfigError: the merged values are invalid.
     """
-    return make_config(load_run_config(run_dir).model_dump() | values, source=str(run_dir))
+    given = {k: v for k, v in values.items() if v is not None}  # None: unset
+    return make_config(load_run_config(run_dir).model_dump() | given, source=str(run_dir))
 
 
 def check_config(ckpt: dict[str, Any], config: Config, path: Path) -> None:

@@ -45,6 +45,52 @@ RESUMES = "resumes_trial"
 PRUNE_AFTER_ADV_EPOCHS = 5
 
 
+#: Config keys a trial's parameters or its mode set: not among a study's fixed settings.
+SEARCHED = (
+    "eps",
+    "eps_item",
+    "lambda_1",
+    "lambda_2",
+    "adv_warmup_epochs",
+    "scaling",
+    "shared_dropout",
+    "patience",
+    "mode",
+)
+
+
+def fixed_settings(base: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The resolved settings every trial of ``mode``'s study shares (all but :data:`SEARCHED`
+    and the device)."""
+    cfg = make_config(base | {"mode": mode}).model_dump()
+    return {k: v for k, v in cfg.items() if k not in SEARCHED and k != "device"}
+
+
+def check_settings(study: Any, base: dict[str, Any], mode: str, out: Path) -> None:
+    """Record the study's fixed settings on first use; later, refuse other ones (a search must not
+    mix trials of different models or data).
+
+    Raises:
+        ConfigError: ``base`` differs from the settings the study was started with; the message
+            names each key.
+    """
+    fixed = fixed_settings(base, mode)
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", fixed)
+        return
+    changes = [
+        f"{k}: {stored[k]!r} -> {v!r}"
+        for k, v in sorted(fixed.items())
+        if k in stored and stored[k] != v
+    ]
+    if changes:
+        raise ConfigError(
+            f"{out / 'study.db'}: the {study.study_name} search was started with other settings "
+            f"({'; '.join(changes)}); continue it with the same settings, or use another --out"
+        )
+
+
 #: User attribute of a trial that re-runs one pruned before :data:`PRUNE_AFTER_ADV_EPOCHS`.
 RERUNS = "reruns_trial"
 
@@ -155,7 +201,7 @@ def _study(out: Path, name: str, seed: int) -> Any:
     import numpy as np
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # catrec reports progress itself
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # catrec reports progress and errors
     study = optuna.create_study(
         study_name=name,
         storage=_storage(out),
@@ -192,6 +238,20 @@ def prepare_donor(out: Path, base: dict[str, Any], *, progress: bool = True) -> 
 
     cfg = make_config(base | {"mode": "standard", "patience": max(PATIENCES)})
     run = donor_dir(out, cfg.seed)
+    if (run / "config.yaml").exists():  # reused or resumed: only with this search's settings
+        from catrec.config import config_changes
+        from catrec.run import MOVABLE_KEYS, load_run_config
+
+        changes = [
+            c
+            for c in config_changes(load_run_config(run).model_dump(), cfg)
+            if c.split(":")[0] not in (*MOVABLE_KEYS, *SEARCHED)
+        ]
+        if changes:
+            raise ConfigError(
+                f"{run}: the search's standard run was trained with other settings "
+                f"({'; '.join(changes)}); continue with the same settings, or use another --out"
+            )
     meta = read_json(run / "run.json", dict) if (run / "run.json").exists() else {}
     if meta.get("status") == "finished":
         return run
@@ -227,6 +287,7 @@ def run_trials(
     out = Path(out)
     donor = Path(donor) if donor else donor_dir(out, make_config(base | {"mode": mode}).seed)
     study = _study(out, study_name(base, mode), sampler_seed)
+    check_settings(study, base, mode, out)
 
     def objective(trial: optuna.Trial) -> float:
         epochs = make_config(base | {"mode": mode}).epochs
@@ -266,7 +327,7 @@ def run_trials(
         trial.set_user_attr("epochs_run", meta.get("epochs_run"))
         return float(metrics["valid"][SELECT_METRIC])
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     while True:
         if len(counted_trials(study)) >= n_trials:
             return

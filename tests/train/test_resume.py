@@ -225,6 +225,7 @@ def test_a_default_changed_since_the_run_started_does_not_block_its_resume(
         train(make_config(values), tmp_path / "run", progress=False, resume=True)
     cfg = resume_config(tmp_path / "run", values)
     assert cfg.eps == pytest.approx(0.2028519425405633)
+    assert resume_config(tmp_path / "run", values | {"eps": None}) == cfg  # None: unset
     with pytest.raises(RunError, match=r"lambda_1: 0\.43\d* -> 2\.0"):
         changed = resume_config(tmp_path / "run", values | {"lambda_1": 2.0})
         train(changed, tmp_path / "run", progress=False, resume=True)
