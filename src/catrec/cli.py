@@ -19,6 +19,7 @@ import click
 
 from catrec.config import TUNED_DEFAULTS, Config, load_yaml, make_config
 from catrec.errors import CatrecError
+from catrec.tune import SEARCHED
 
 
 def _click_type(annotation: Any) -> tuple[Any, bool]:
@@ -375,16 +376,7 @@ def robustness(
 
 
 #: Config keys that ``catrec tune`` searches (or that the mode fixes), so not options of it.
-TUNED = (
-    "eps",
-    "eps_item",
-    "lambda_1",
-    "lambda_2",
-    "adv_warmup_epochs",
-    "scaling",
-    "shared_dropout",
-    "patience",
-)
+TUNED = SEARCHED
 
 
 def _config_options_except(*names: str):

@@ -45,7 +45,8 @@ RESUMES = "resumes_trial"
 PRUNE_AFTER_ADV_EPOCHS = 5
 
 
-#: Config keys a trial's parameters or its mode set: not among a study's fixed settings.
+#: Config keys a trial's parameters or its mode set: not among a study's fixed settings (nor
+#: options of ``catrec tune``).
 SEARCHED = (
     "eps",
     "eps_item",
@@ -55,7 +56,6 @@ SEARCHED = (
     "scaling",
     "shared_dropout",
     "patience",
-    "mode",
 )
 
 
@@ -63,7 +63,7 @@ def fixed_settings(base: dict[str, Any], mode: str) -> dict[str, Any]:
     """The resolved settings every trial of ``mode``'s study shares (all but :data:`SEARCHED`
     and the device)."""
     cfg = make_config(base | {"mode": mode}).model_dump()
-    return {k: v for k, v in cfg.items() if k not in SEARCHED and k != "device"}
+    return {k: v for k, v in cfg.items() if k not in (*SEARCHED, "mode", "device")}
 
 
 def check_settings(study: Any, base: dict[str, Any], mode: str, out: Path) -> None:
@@ -245,7 +245,7 @@ def prepare_donor(out: Path, base: dict[str, Any], *, progress: bool = True) -> 
         changes = [
             c
             for c in config_changes(load_run_config(run).model_dump(), cfg)
-            if c.split(":")[0] not in (*MOVABLE_KEYS, *SEARCHED)
+            if c.split(":")[0] not in (*MOVABLE_KEYS, *SEARCHED, "mode")
         ]
         if changes:
             raise ConfigError(
