@@ -220,3 +220,40 @@ def test_a_search_refuses_other_fixed_settings(tmp_path):
     check_settings(study, base | {"device": "cuda"}, "adv", tmp_path)  # the device may change
     with pytest.raises(ConfigError, match=r"epochs: 6 -> 8; hidden_size: 16 -> 8"):
         check_settings(study, base | {"hidden_size": 8, "epochs": 8}, "adv", tmp_path)
+
+
+def test_the_pruner_compares_a_trial_with_trials_of_its_own_warm_up():
+    # At epoch 25 a 20-epoch warm-up trial has run 5 adversarial epochs, a 5-epoch one 20: only
+    # the former are its peers (the median of all six would prune the eventual winner's level).
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from catrec.tune import warmup_median_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=warmup_median_pruner())
+    dist = {"adv_warmup_epochs": CategoricalDistribution([0, 5, 10, 20])}
+    for warmup, values in ((5, [0.0700, 0.0702, 0.0705]), (20, [0.0685, 0.0689, 0.0690])):
+        for v in values:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params={"adv_warmup_epochs": warmup},
+                    distributions=dist,
+                    value=v,
+                    intermediate_values={24: v - 0.001, 25: v},
+                )
+            )
+
+    def verdict(warmup: int, step: int, value: float) -> bool:
+        study.enqueue_trial({"adv_warmup_epochs": warmup})
+        trial = study.ask()
+        trial.suggest_categorical("adv_warmup_epochs", [0, 5, 10, 20])
+        trial.report(value, step)
+        pruned = trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return pruned
+
+    assert not verdict(20, 25, 0.0689)  # its peers' median; the median of all six is 0.06945
+    assert verdict(20, 25, 0.0680)  # below it
+    assert not verdict(20, 24, 0.0100)  # only 4 adversarial epochs: never
+    assert not verdict(10, 25, 0.0100)  # no completed peers with this warm-up yet
+    assert verdict(5, 25, 0.0690)  # a 5-epoch warm-up trial below its own peers

@@ -28,14 +28,12 @@ from catrec.errors import ConfigError
 
 MODELS = ("sasrec", "gru4rec", "bert4rec")
 
-#: The defaults of the adversarial settings, per mode: the best trials so far of the search on
-#: the validation split of Beauty / SASRec / seed 0 (issue 11; Optuna TPE + median pruner; best
-#: validation NDCG@10 adv 0.0719, cat 0.0717, standard 0.0701):
-#: ``docs/results/study/tune/beauty-sasrec-seed0/tune.json``. Provisional: the search holds 11
-#: (adv) and 18 (cat) of its 20 counted trials per mode; trials pruned before five adversarial
-#: epochs run again (``catrec.tune.PRUNE_AFTER_ADV_EPOCHS``). Exact trial values, so that a
-#: default run reproduces the study's cell. ``standard`` uses the cat values (it ignores them) and
-#: the standard baseline's patience choice of the same file. Used for every model.
+#: The defaults of the adversarial settings, per mode: the best trials of the search on the
+#: validation split of Beauty / SASRec / seed 0 (issue 11; Optuna TPE + median pruner, 21 adv and
+#: 20 cat completed or pruned trials; best validation NDCG@10 adv 0.0719, cat 0.0717, standard
+#: 0.0701): ``docs/results/study/tune/beauty-sasrec-seed0/tune.json``. Exact trial values, so
+#: that a default run reproduces the study's cell. ``standard`` uses the cat values (it ignores
+#: them) and the standard baseline's patience choice of the same file. Used for every model.
 TUNED_DEFAULTS: dict[str, dict[str, Any]] = {
     "cat": {
         "eps": 0.2028519425405633,
