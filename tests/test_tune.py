@@ -59,6 +59,7 @@ def test_tune_runs_resumes_and_never_reads_test(beauty_tiny, tmp_path, monkeypat
     assert adv["n_complete"] + adv["n_pruned"] == 2
     assert (out / "study.db").exists() and (out / "standard-seed0" / "log.json").exists()
     assert result["standard"]["chosen_patience"] in (5, 10)
+    assert result["standard"]["run_dir"] == "standard-seed0"  # relative to OUT, as the trials'
     for t in adv["trials"]:
         run = json.loads((out / t["run_dir"] / "run.json").read_text())
         assert run["status"] in ("finished", "stopped")

@@ -20,6 +20,7 @@ Layout of ``OUT``::
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -440,7 +441,7 @@ def summarise(
         choices = {p: standard_patience(log, p) for p in PATIENCES}
         best_p = max(PATIENCES, key=lambda p: (choices[p][1], -p))
         result["standard"] = {
-            "run_dir": str(donor),
+            "run_dir": os.path.relpath(donor, out),  # like the trials' run_dir: relative to OUT
             "patience": {str(p): {"best_epoch": e, "valid": v} for p, (e, v) in choices.items()},
             "chosen_patience": best_p,
         }
