@@ -9,7 +9,7 @@
 # Needs CATREC_GIT_COMMIT (the machine's copy may not know the commit), the datasets in
 # .devdata/ (or CATREC_DATA_DIR) and, where the machine lacks them, the wheels in .whl/ (both
 # carried; docs/results/study/README.md). Unpack here with:
-#   tar xzf results.tar.gz && cp -r study/main study/beyond study/confirm docs/results/study/
+#   tar xzf results.tar.gz && cp -r study/* docs/results/study/
 set -u
 : "${CATREC_GIT_COMMIT:?set CATREC_GIT_COMMIT to the commit being run}"
 OUT=${OUT:-$PWD/gpu-out}
@@ -25,6 +25,7 @@ DATA=${CATREC_DATA_DIR:-.devdata}
 python3 -c "import torch, optuna, catrec.tune; print('torch', torch.__version__, 'cuda',
 torch.cuda.is_available(), 'optuna', optuna.__version__)" >>"$LOG" 2>&1 || exit 4
 STUDY=/tmp/study
+set -e  # a copy that fails must stop the call (no search: no tuned adversarial cells)
 rm -rf $STUDY && mkdir -p $STUDY/plans $STUDY/tune
 cp -r docs/results/study/tune/beauty-sasrec-seed0 $STUDY/tune/
 # finished cells with ranks.npz are kept; older ones (no ranks.npz for the paired tests) retrain
@@ -36,7 +37,10 @@ done
 [ -d docs/results/study/beyond ] && cp -r docs/results/study/beyond $STUDY/
 [ -d docs/results/study/confirm ] && cp -r docs/results/study/confirm $STUDY/
 cp docs/results/study/*.npz $STUDY/plans/
+set +e
 python3 benchmarks/study.py --data-dir "$DATA" --out $STUDY --workers "$5" --device "${6:-cuda}" \
   --trials 20 --stages "$1" --datasets "$2" --seeds "$3" --budget-s "$4" --grace-s 45 \
   --stop-starting-s 30 --tar "$OUT/results.tar.gz" --tar-every-s 60 >>"$LOG" 2>&1
-echo "study.py exit $?" >>"$LOG"
+code=$?
+echo "study.py exit $code" >>"$LOG"
+exit $code

@@ -173,6 +173,9 @@ def test_config_changes_name_the_keys():
     assert config_changes(old, a) == []
     del old["shared_dropout"]  # likewise for a key whose default is now per mode (None)
     assert config_changes(old, a) == []
+    del old["precision"]  # a missing key with a default counts as that default
+    bf16 = make_config({"dataset": "beauty", "precision": "bf16"})
+    assert config_changes(old, bf16) == ["precision: 'fp32' -> 'bf16'"]
 
 
 def test_a_bad_value_in_the_file_is_reported_even_when_a_flag_overrides_it(tmp_path):

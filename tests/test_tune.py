@@ -219,6 +219,7 @@ def test_a_search_refuses_other_fixed_settings(tmp_path):
     base = {"dataset": "beauty", "model": "sasrec", "hidden_size": 16, "epochs": 6}
     check_settings(study, base, "adv", tmp_path)  # first use: recorded
     check_settings(study, base | {"device": "cuda"}, "adv", tmp_path)  # the device may change
+    check_settings(study, base | {"dataset": "/data/Beauty.txt"}, "adv", tmp_path)  # the path too
     with pytest.raises(ConfigError, match=r"epochs: 6 -> 8; hidden_size: 16 -> 8"):
         check_settings(study, base | {"hidden_size": 8, "epochs": 8}, "adv", tmp_path)
 
@@ -258,3 +259,4 @@ def test_the_pruner_compares_a_trial_with_trials_of_its_own_warm_up():
     assert not verdict(20, 24, 0.0100)  # only 4 adversarial epochs: never
     assert not verdict(10, 25, 0.0100)  # no completed peers with this warm-up yet
     assert verdict(5, 25, 0.0690)  # a 5-epoch warm-up trial below its own peers
+    assert verdict(20, 25, float("nan"))  # nothing but NaN: pruned (as Optuna's pruners do)

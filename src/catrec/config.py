@@ -432,15 +432,16 @@ def config_changes(stored: dict[str, Any], config: Config) -> list[str]:
     """The keys whose values differ between ``stored`` (a resolved config's ``model_dump()``,
     e.g. from a checkpoint) and ``config``, as ``"key: stored -> now"`` strings.
 
-    A key that ``stored`` lacks (a field added to catrec since) is not a change: the run was
-    written before it existed, so its config.yaml cannot have edited it.
+    A key that ``stored`` lacks (a field added to catrec since) counts as its default, or, for a
+    field whose default depends on the mode (``None``), as no change.
     """
     now = config.model_dump()
     out = []
     for key in sorted(set(stored) | set(now)):
-        if key not in stored:
+        default = Config.model_fields[key].default if key in now else None
+        if key not in stored and default is None:
             continue
-        old, new = stored[key], now.get(key)
+        old, new = stored.get(key, default), now.get(key)
         if old != new:
             out.append(f"{key}: {old!r} -> {new!r}")
     return out

@@ -63,8 +63,10 @@ SEARCHED = (
 def fixed_settings(base: dict[str, Any], mode: str) -> dict[str, Any]:
     """The resolved settings every trial of ``mode``'s study shares (all but :data:`SEARCHED`
     and the device)."""
+    from catrec.run import MOVABLE_KEYS  # the data path and the device may move
+
     cfg = make_config(base | {"mode": mode}).model_dump()
-    return {k: v for k, v in cfg.items() if k not in (*SEARCHED, "mode", "device")}
+    return {k: v for k, v in cfg.items() if k not in (*SEARCHED, *MOVABLE_KEYS, "mode")}
 
 
 def check_settings(study: Any, base: dict[str, Any], mode: str, out: Path) -> None:
@@ -131,6 +133,7 @@ def warmup_median_pruner(n_startup_trials: int = 3) -> Any:
     warm-up-20 trials standing level with the eventual winner at that epoch (adv 38: 0.0690 at
     epoch 25, the winner adv 12: 0.0689; ``docs/results/study/README.md``).
     """
+    import math
     import statistics
 
     import optuna
@@ -149,10 +152,11 @@ def warmup_median_pruner(n_startup_trials: int = 3) -> Any:
                 for t in complete
                 if t.params.get("adv_warmup_epochs", 0) == warmup and step in t.intermediate_values
             ]
+            peers = [v for v in peers if not math.isnan(v)]
             if len(peers) < n_startup_trials:
                 return False
-            best = max(trial.intermediate_values.values())
-            return best < statistics.median(peers)
+            own = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
+            return not own or max(own) < statistics.median(peers)  # all NaN: pruned
 
     return WarmupMedianPruner()
 
@@ -295,10 +299,16 @@ def prepare_donor(out: Path, base: dict[str, Any], *, progress: bool = True) -> 
     meta = read_json(run / "run.json", dict) if (run / "run.json").exists() else {}
     if meta.get("status") == "finished":
         return run
+    resume = (run / "last.pt").exists()
+    if resume:  # its own values where the search sets none (defaults may have changed since)
+        from catrec.run import resume_config
+
+        cfg = resume_config(run, base | {"mode": "standard", "patience": max(PATIENCES)})
+        cfg = cfg.model_copy(update={"device": make_config(base).device})
     trainer = Trainer(
         cfg, run, progress=progress, keep_states=[w for w in WARMUPS if w > 0], evaluate_test=False
     )
-    trainer.fit(resume=(run / "last.pt").exists())
+    trainer.fit(resume=resume)
     return run
 
 
@@ -341,7 +351,8 @@ def run_trials(
             run = out / trial.user_attrs["run_dir"]
             from catrec.run import resume_config
 
-            cfg = resume_config(run, values)  # unsearched keys keep the trial's own values
+            # unsearched keys keep the trial's own values; the device is this call's
+            cfg = resume_config(run, values | {"device": cfg.device})
             for record in _read_log(run):
                 if record["adversarial"]:
                     trial.report(record["valid"][SELECT_METRIC], record["epoch"])
@@ -371,15 +382,20 @@ def run_trials(
     while True:
         if len(counted_trials(study)) >= n_trials:
             return
-        for t in interrupted_trials(study, out):
-            study.enqueue_trial(
-                t.params, user_attrs={RESUMES: t.number, "run_dir": t.user_attrs["run_dir"]}
-            )
-        trials = study.get_trials(deepcopy=False)
-        taken = {t.user_attrs.get(RERUNS) for t in trials}
-        early = [t for t in trials if pruned_early(t) and t.number not in taken]
-        if early:  # one at a time: parallel workers each take the next one
-            study.enqueue_trial(early[0].params, user_attrs={RERUNS: early[0].number})
+        # one queued trial at a time (optimize takes the oldest waiting one): an interrupted
+        # trial first, then one pruned too early; none while one waits (another worker's)
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            resumable = interrupted_trials(study, out)
+            trials = study.get_trials(deepcopy=False)
+            taken = {t.user_attrs.get(RERUNS) for t in trials}
+            early = [t for t in trials if pruned_early(t) and t.number not in taken]
+            if resumable:
+                t = resumable[0]
+                study.enqueue_trial(
+                    t.params, user_attrs={RESUMES: t.number, "run_dir": t.user_attrs["run_dir"]}
+                )
+            elif early:
+                study.enqueue_trial(early[0].params, user_attrs={RERUNS: early[0].number})
         study.optimize(objective, n_trials=1, catch=())
 
 
