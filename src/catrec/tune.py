@@ -399,6 +399,23 @@ def run_trials(
         study.optimize(objective, n_trials=1, catch=())
 
 
+#: Exit status of a tuning worker stopped by SIGINT / SIGTERM after checkpointing.
+INTERRUPTED_EXIT = 130
+
+
+def _worker(out: Path, base: dict[str, Any], mode: str, n_trials: int, **kwargs: Any) -> None:
+    """:func:`run_trials` in a worker process: an interruption exits with
+    :data:`INTERRUPTED_EXIT`, so that the parent says "interrupted", not "failed"."""
+    import sys
+
+    from catrec.train.loop import Interrupted
+
+    try:
+        run_trials(out, base, mode, n_trials, **kwargs)
+    except Interrupted:
+        sys.exit(INTERRUPTED_EXIT)
+
+
 def _read_log(run: Path) -> list[dict[str, Any]]:
     from catrec.run import read_json
 
@@ -537,15 +554,25 @@ def tune(
                 values["device"] = devices[j % len(devices)]
             # each worker its own sampler seed: equal seeds would draw the same random trials
             p = ctx.Process(
-                target=run_trials,
+                target=_worker,
                 args=(out, values, mode, n_trials),
                 kwargs={"sampler_seed": sampler_seed(mode, j)},
             )
             p.start()
             procs.append(p)
+        interrupted = False
         for p in procs:
-            p.join()
+            while True:
+                try:
+                    p.join()
+                    break
+                except KeyboardInterrupt:  # Ctrl-C reached the workers too: they checkpoint
+                    interrupted = True
         failed = [p.exitcode for p in procs if p.exitcode]
+        if interrupted or (failed and all(code == INTERRUPTED_EXIT for code in failed)):
+            from catrec.train.loop import Interrupted
+
+            raise Interrupted(f"tuning interrupted ({len(failed)} worker(s) checkpointed)")
         if failed:
             raise RuntimeError(f"{len(failed)} tuning worker(s) failed (exit codes {failed})")
     result = summarise(out, base, modes)
