@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from catrec.config import load_yaml, make_config
+from catrec.config import TUNED_DEFAULTS, load_yaml, make_config
 from catrec.train.loop import epoch_batches, evaluate_run, should_stop, train
 
 TINY = {"hidden_size": 32, "max_len": 20, "epochs": 1, "batch_size": 64, "dropout": 0.2, "lr": 1e-2}
@@ -38,7 +38,7 @@ def test_one_epoch_each_mode_beats_random(beauty_slice, tmp_path, mode):
     assert saved["mode"] == mode and saved["scaling"] == (
         "none" if mode == "adv" else "proportional"
     )
-    assert saved["lambda_2"] == (0.0 if mode == "adv" else 1.0)
+    assert saved["lambda_2"] == TUNED_DEFAULTS[mode]["lambda_2"]  # 0 for adv
     # evaluate reproduces the stored metrics exactly
     stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
     again = evaluate_run(tmp_path / "run")
