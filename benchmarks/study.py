@@ -96,6 +96,11 @@ def job_train(spec: dict[str, Any]) -> None:
             )
         return
     resume = (run / "last.pt").exists()
+    if resume and (changes := planned_changes(run, spec["config"])):
+        raise RunError(
+            f"{run} was interrupted with other settings than the plan's ({'; '.join(changes)}); "
+            "move the folder away to train it again"
+        )
     # a resumed run keeps its own values where the plan sets none (defaults may have changed)
     cfg = resume_config(run, spec["config"]) if resume else make_config(spec["config"])
     trainer = Trainer(cfg, run, progress=False, keep_states=spec.get("keep_states", []))

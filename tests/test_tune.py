@@ -220,6 +220,7 @@ def test_a_search_refuses_other_fixed_settings(tmp_path):
     check_settings(study, base, "adv", tmp_path)  # first use: recorded
     check_settings(study, base | {"device": "cuda"}, "adv", tmp_path)  # the device may change
     check_settings(study, base | {"dataset": "/data/Beauty.txt"}, "adv", tmp_path)  # the path too
+    check_settings(study, base | {"eval_batch_size": 64}, "adv", tmp_path)  # speed only
     with pytest.raises(ConfigError, match=r"epochs: 6 -> 8; hidden_size: 16 -> 8"):
         check_settings(study, base | {"hidden_size": 8, "epochs": 8}, "adv", tmp_path)
 

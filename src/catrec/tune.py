@@ -66,7 +66,8 @@ def fixed_settings(base: dict[str, Any], mode: str) -> dict[str, Any]:
     from catrec.run import MOVABLE_KEYS  # the data path and the device may move
 
     cfg = make_config(base | {"mode": mode}).model_dump()
-    return {k: v for k, v in cfg.items() if k not in (*SEARCHED, *MOVABLE_KEYS, "mode")}
+    free = (*SEARCHED, *MOVABLE_KEYS, "mode", "eval_batch_size")  # the last: speed only
+    return {k: v for k, v in cfg.items() if k not in free}
 
 
 def check_settings(study: Any, base: dict[str, Any], mode: str, out: Path) -> None:
