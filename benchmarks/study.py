@@ -87,20 +87,15 @@ def job_train(spec: dict[str, Any]) -> None:
     from catrec.train.loop import Trainer
 
     run = Path(spec["run_dir"])
-    if _finished(run):  # kept only if it is the planned run (the tuned values may have moved)
-        changes = planned_changes(run, spec["config"])
-        if changes:
-            raise RunError(
-                f"{run} finished with other settings than the plan's ({'; '.join(changes)}); "
-                "move the folder away to train it again"
-            )
-        return
-    resume = (run / "last.pt").exists()
-    if resume and (changes := planned_changes(run, spec["config"])):
+    finished, resume = _finished(run), (run / "last.pt").exists()
+    # a finished or interrupted run is kept only if it is the planned one (the tuned values move)
+    if (finished or resume) and (changes := planned_changes(run, spec["config"])):
         raise RunError(
-            f"{run} was interrupted with other settings than the plan's ({'; '.join(changes)}); "
-            "move the folder away to train it again"
+            f"{run} {'finished' if finished else 'was interrupted'} with other settings than the "
+            f"plan's ({'; '.join(changes)}); move the folder away to train it again"
         )
+    if finished:
+        return
     # a resumed run keeps its own values where the plan sets none (defaults may have changed)
     cfg = resume_config(run, spec["config"]) if resume else make_config(spec["config"])
     trainer = Trainer(cfg, run, progress=False, keep_states=spec.get("keep_states", []))

@@ -128,8 +128,6 @@ def _warn_if_never_adversarial(mode: str, epochs: int, warmup: int) -> None:
 def _warn_if_other_mode(values: dict[str, Any], given: dict[str, Any], path: str | None) -> None:
     """Warn when ``--mode`` changes the mode of a config file that sets per-mode defaults (a run's
     ``config.yaml`` holds its mode's resolved values: another mode would inherit them)."""
-    from catrec.config import TUNED_DEFAULTS
-
     mode, other = given.get("mode"), values.get("mode")
     inherited = sorted(k for k in TUNED_DEFAULTS["cat"] if values.get(k) is not None)
     if mode and other and mode != other and inherited:
@@ -375,10 +373,6 @@ def robustness(
     click.echo(f"written: {Path(run_dir) / 'robustness.json'}")
 
 
-#: Config keys that ``catrec tune`` searches (or that the mode fixes), so not options of it.
-TUNED = SEARCHED
-
-
 def _config_options_except(*names: str):
     """:func:`config_options` without the options for the Config fields ``names``."""
 
@@ -527,7 +521,7 @@ def compare(
 )
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-@_config_options_except("mode", *TUNED)
+@_config_options_except("mode", *SEARCHED)
 def tune(
     modes: str,
     trials: int,
@@ -553,7 +547,7 @@ def tune(
     base = load_yaml(config_file) if config_file else {}
     base = {key: v for key, v in base.items() if v is not None}  # null: the default
     base.update({key: v for key, v in opts.items() if v is not None})
-    for key in ("mode", *TUNED):
+    for key in ("mode", *SEARCHED):
         if key in base:
             raise click.UsageError(f"the config sets {key!r}, which tune searches or sets")
     if "dataset" not in base:

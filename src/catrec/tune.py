@@ -61,8 +61,8 @@ SEARCHED = (
 
 
 def fixed_settings(base: dict[str, Any], mode: str) -> dict[str, Any]:
-    """The resolved settings every trial of ``mode``'s study shares (all but :data:`SEARCHED`
-    and the device)."""
+    """The resolved settings every trial of ``mode``'s study shares: all but :data:`SEARCHED`,
+    the mode, the movable keys (data path, device) and ``eval_batch_size``."""
     from catrec.run import MOVABLE_KEYS  # the data path and the device may move
 
     cfg = make_config(base | {"mode": mode}).model_dump()
@@ -281,7 +281,8 @@ def prepare_donor(out: Path, base: dict[str, Any], *, progress: bool = True) -> 
     from catrec.run import read_json
     from catrec.train.loop import Trainer
 
-    cfg = make_config(base | {"mode": "standard", "patience": max(PATIENCES)})
+    values = base | {"mode": "standard", "patience": max(PATIENCES)}
+    cfg = make_config(values)
     run = donor_dir(out, cfg.seed)
     if (run / "config.yaml").exists():  # reused or resumed: only with this search's settings
         from catrec.config import config_changes
@@ -304,8 +305,7 @@ def prepare_donor(out: Path, base: dict[str, Any], *, progress: bool = True) -> 
     if resume:  # its own values where the search sets none (defaults may have changed since)
         from catrec.run import resume_config
 
-        cfg = resume_config(run, base | {"mode": "standard", "patience": max(PATIENCES)})
-        cfg = cfg.model_copy(update={"device": make_config(base).device})
+        cfg = resume_config(run, values | {"device": cfg.device})
     trainer = Trainer(
         cfg, run, progress=progress, keep_states=[w for w in WARMUPS if w > 0], evaluate_test=False
     )
@@ -497,18 +497,17 @@ def summarise(
                 "resumes_trial": t.user_attrs.get(RESUMES),
                 "reruns_trial": t.user_attrs.get(RERUNS),
                 "duration_s": t.duration.total_seconds() if t.duration else None,
+                "pruned_early": pruned_early(t),
             }
             for t in study.get_trials(deepcopy=False)
         ]
         complete = [t for t in trials if t["state"] == "COMPLETE"]
-        early = {t.number for t in study.get_trials(deepcopy=False) if pruned_early(t)}
-        for t in trials:
-            t["pruned_early"] = t["number"] in early
+        n_early = sum(t["pruned_early"] for t in trials)
         entry: dict[str, Any] = {
             "n_complete": len(complete),
             # counted: pruned after at least PRUNE_AFTER_ADV_EPOCHS adversarial epochs
-            "n_pruned": sum(t["state"] == "PRUNED" for t in trials) - len(early),
-            "n_pruned_early": len(early),
+            "n_pruned": sum(t["state"] == "PRUNED" for t in trials) - n_early,
+            "n_pruned_early": n_early,
             "trials": trials,
         }
         if complete:
