@@ -316,3 +316,21 @@ def test_an_interrupted_tune_says_to_run_tune_again(tiny_file, tmp_path, capsys,
     err = capsys.readouterr().err
     assert f"saved in {out}" in err and "run the same catrec tune command again" in err
     assert "train --resume" not in err
+
+
+def test_options_a_mode_does_not_use_are_warned_about(tiny_file, tmp_path, capsys):
+    # --mode standard with adversarial options trained silently and recorded them in config.yaml.
+    from catrec.cli import _warn_if_unused
+
+    args = ["train", "--dataset", str(tiny_file), "--mode", "standard", "--eps", "0.5"]
+    args += ["--lambda-2", "5", "--scaling", "inverse", "--seed", "3"]
+    args += [*FAST, "--epochs", "1", "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "catrec: warning: mode 'standard' does not use --eps, --lambda-2, --scaling" in err
+    _warn_if_unused({"eps_item": 0.1, "gamma": 2.0, "eps": 0.1}, "adv")
+    err = capsys.readouterr().err
+    assert err == "catrec: warning: mode 'adv' does not use --eps-item, --gamma\n"
+    _warn_if_unused({"eps_item": 0.1, "cascade": "none", "seed": 1}, "cat")
+    _warn_if_unused({"seed": 1, "lr": 0.01}, "standard")
+    assert capsys.readouterr().err == ""

@@ -139,6 +139,27 @@ def _warn_if_other_mode(values: dict[str, Any], given: dict[str, Any], path: str
         )
 
 
+#: Command-line keys a mode ignores (``lambda_replace`` on standard and adv's level-2 weight and
+#: scaling are errors of the config itself).
+UNUSED_BY_MODE: dict[str, tuple[str, ...]] = {
+    "standard": (
+        "eps", "eps_item", "eps_absolute", "lambda_1", "lambda_2", "replace_adv_prob",
+        "adv_warmup_epochs", "cascade", "scaling", "c_max", "shared_dropout", "select_from",
+        "gamma", "adv_objective",
+    ),
+    "adv": ("eps_item", "cascade", "c_max", "gamma"),
+}  # fmt: skip
+
+
+def _warn_if_unused(given: dict[str, Any], mode: str) -> None:
+    """Warn when a command-line option has no effect in ``mode`` (e.g. ``--mode standard --eps
+    0.5``): the value is recorded in config.yaml but never used."""
+    unused = [k for k in UNUSED_BY_MODE.get(mode, ()) if k in given]
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        click.echo(f"catrec: warning: mode {mode!r} does not use {flags}", err=True)
+
+
 def _absolute_dataset(values: dict[str, Any]) -> None:
     """Store a dataset given as a path as an absolute path, so the run works from any folder."""
     from catrec.data.registry import DATASETS
@@ -188,6 +209,7 @@ def train(
             raise click.UsageError("missing --dataset (a name such as beauty, or a file path)")
         _absolute_dataset(values)
         cfg = make_config(values, source=config_file or "command line")
+        _warn_if_unused(given, cfg.mode)
         if cfg.adversarial:
             _warn_if_never_adversarial(cfg.mode, cfg.epochs, cfg.adv_warmup_epochs)
         run_dir = Path(out) if out else _default_out(cfg)

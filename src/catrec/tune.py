@@ -333,7 +333,7 @@ def run_trials(
     """
     import optuna
 
-    from catrec.train.loop import Trainer
+    from catrec.train.loop import Trainer, read_log
 
     out = Path(out)
     donor = Path(donor) if donor else donor_dir(out, make_config(base | {"mode": mode}).seed)
@@ -354,7 +354,7 @@ def run_trials(
 
             # unsearched keys keep the trial's own values; the device is this call's
             cfg = resume_config(run, values | {"device": cfg.device})
-            for record in _read_log(run):
+            for record in read_log(run):
                 if record["adversarial"]:
                     trial.report(record["valid"][SELECT_METRIC], record["epoch"])
 
@@ -417,12 +417,6 @@ def _worker(out: Path, base: dict[str, Any], mode: str, n_trials: int, **kwargs:
         sys.exit(INTERRUPTED_EXIT)
 
 
-def _read_log(run: Path) -> list[dict[str, Any]]:
-    from catrec.run import read_json
-
-    return read_json(run / "log.json", list) if (run / "log.json").exists() else []
-
-
 def interrupted_trials(study: Any, out: Path) -> list[Any]:
     """Failed trials of ``study`` that were interrupted with a checkpoint (run status
     ``interrupted``, ``last.pt`` present) and that no other trial continues yet.
@@ -458,7 +452,7 @@ def summarise(
     patience choice (read off ``donor``'s log, default the tune's own standard run); returns it."""
     import optuna
 
-    from catrec.run import read_json
+    from catrec.train.loop import read_log
 
     out = Path(out)
     cfg = make_config(base | {"mode": "standard"})
@@ -470,8 +464,8 @@ def summarise(
         "modes": {},
     }
     donor = Path(donor) if donor else donor_dir(out, cfg.seed)
-    if (donor / "log.json").exists():
-        log = read_json(donor / "log.json")
+    log = read_log(donor)
+    if log:
         choices = {p: standard_patience(log, p) for p in PATIENCES}
         best_p = max(PATIENCES, key=lambda p: (choices[p][1], -p))
         result["standard"] = {

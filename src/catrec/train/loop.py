@@ -491,6 +491,13 @@ class _SignalGuard:
             signal.signal(sig, old)
 
 
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run (``RUN_DIR/log.json``, one dict per epoch run so far, in
+    order); ``[]`` before the first epoch."""
+    path = Path(run_dir) / "log.json"
+    return read_json(path, list) if path.exists() else []
+
+
 class Trainer:
     """Runs (or resumes) one training run in ``run_dir``.
 
@@ -1001,8 +1008,7 @@ class Trainer:
         return evaluate_run(self.run_dir, split=self.split, progress=self.progress, dist=self.dist)
 
     def _read_log(self) -> list[dict[str, Any]]:
-        path = self.run_dir / "log.json"
-        return read_json(path) if path.exists() else []
+        return read_log(self.run_dir)
 
     def _append_log(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         """Add the epoch's record to ``log.json`` (rank 0 writes under DDP); returns the log."""
