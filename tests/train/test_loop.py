@@ -209,6 +209,22 @@ def test_warmup_from_a_run_with_other_settings_is_refused(beauty_tiny, tmp_path)
         train(cat, tmp_path / "cat", progress=False, warmup_from=tmp_path / "std")
 
 
+def test_a_run_without_warmup_still_checks_the_donors_data(beauty_tiny, tmp_path):
+    # a search's warm-up-0 trials took nothing from the donor and never compared its data
+    from catrec.errors import RunError
+
+    base = {**TINY, "epochs": 1}
+    train(make_config(base | {"dataset": str(beauty_tiny), "mode": "standard"}), tmp_path / "std",
+          progress=False)  # fmt: skip
+    other = tmp_path / "other.txt"
+    other.write_text("".join(beauty_tiny.read_text().splitlines(keepends=True)[:-1]))
+    cat = make_config(base | {"dataset": str(other), "mode": "cat", "adv_warmup_epochs": 0})
+    with pytest.raises(RunError, match=r"std: the dataset \S+other.txt differs from"):
+        train(cat, tmp_path / "cat", progress=False, warmup_from=tmp_path / "std")
+    same = make_config(base | {"dataset": str(beauty_tiny), "mode": "cat", "adv_warmup_epochs": 0})
+    assert train(same, tmp_path / "cat2", progress=False, warmup_from=tmp_path / "std")["test"]
+
+
 def test_on_epoch_end_can_stop_a_run(beauty_tiny, tmp_path):
     seen = []
 

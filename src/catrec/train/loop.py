@@ -657,6 +657,8 @@ class Trainer:
         """
         cfg, k = self.config, self.config.adv_warmup_epochs
         path = donor / f"state-epoch{k}.pt"
+        if k == 0 and (donor / "run.json").exists():  # nothing taken, but the data must match
+            check_dataset(read_json(donor / "run.json", dict), self.split, donor)
         if k == 0 or not path.exists():
             if k > 0:
                 warnings.warn(
@@ -693,7 +695,7 @@ class Trainer:
             self.model.load_state_dict(ckpt["model_state"])
             state.best_score, state.best_epoch = ts["best_score"], ts["best_epoch"]
             state.bad_epochs = ts["bad_epochs"]
-        log = read_json(donor / "log.json") if (donor / "log.json").exists() else []
+        log = read_log(donor)
         if self.is_main:  # DDP: rank 0 writes
             atomic_write_json(self.run_dir / "log.json", [r for r in log if r["epoch"] <= k])
         self._update_meta(
