@@ -57,6 +57,7 @@ class Job:
     priority: float  # lower starts first
     deps: list[str] = field(default_factory=list)
     legacy: bool = False
+    after: list[str] = field(default_factory=list)  # order only: waits for those planned
 
 
 # ------------------------------------------------------------------ job bodies (in subprocesses)
@@ -214,7 +215,7 @@ def plan_jobs(
                         },
                         prio,
                         # later seeds wait for the donor, so that tuning gets the free workers
-                        deps=[] if seed == 0 else ["main/beauty-sasrec/standard-seed0"],
+                        after=[] if seed == 0 else ["main/beauty-sasrec/standard-seed0"],
                     )
                 )
     # 3. tuning (validation only), from the Beauty standard run's kept warm-up
@@ -316,6 +317,29 @@ def plan_jobs(
                         deps=[j.name],
                     )
                 )
+    return resolve_deps(jobs, out)
+
+
+def resolve_deps(jobs: list[Job], out: Path) -> list[Job]:
+    """Drop the dependencies that are outside this call's job graph and already met (a run
+    finished under ``OUT`` by an earlier call, e.g. the Beauty donor when ``--datasets`` leaves
+    Beauty out) and the ordering-only ``after`` names that are not planned; a job would
+    otherwise wait forever.
+
+    Raises:
+        SystemExit: a dependency outside the graph that is not a finished run; the message names
+            the job and what to add.
+    """
+    names = {j.name for j in jobs}
+    for j in jobs:
+        j.after = [a for a in j.after if a in names]
+        j.deps = [d for d in j.deps if d in names or not _finished(out / d)]
+        missing = [d for d in j.deps if d not in names]
+        if missing:
+            raise SystemExit(
+                f"study.py: {j.name} needs {', '.join(missing)}, which this call does not run "
+                f"and {out} does not hold finished: add its dataset / stage / seed"
+            )
     return jobs
 
 
@@ -540,7 +564,8 @@ def run_all(args: argparse.Namespace) -> int:
         )
         pending = [j for j in jobs if j.name not in done | failed | set(running)]
         ready = sorted(
-            (j for j in pending if all(d in done for d in j.deps)), key=lambda j: j.priority
+            (j for j in pending if all(d in done for d in j.deps + j.after)),
+            key=lambda j: j.priority,
         )
         while ready and len(running) < args.workers and not near_end:
             start(ready.pop(0))

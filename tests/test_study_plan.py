@@ -1,0 +1,46 @@
+"""The job graph of ``benchmarks/study.py`` (issue 11's resumable study)."""
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study():
+    path = ROOT / "benchmarks" / "study.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_study", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmarks_study"] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = dict(device="cpu", override="{}", datasets="toys", seeds="0,1,2", stages="main",
+                max_epochs=200, trials=20, tune_workers=2, legacy_src="")  # fmt: skip
+    return argparse.Namespace(**(base | kw))
+
+
+def test_a_dependency_outside_the_call_does_not_leave_jobs_waiting(tmp_path):
+    # --datasets toys: seeds 1-2 waited for the Beauty donor, which that call never runs, so
+    # their workers idled until the study ended.
+    study = _study()
+    jobs = {j.name: j for j in study.plan_jobs(_args(), tmp_path, None)}
+    seed1 = jobs["main/toys-sasrec/standard-seed1"]
+    assert seed1.deps == [] and seed1.after == []
+    jobs = {j.name: j for j in study.plan_jobs(_args(datasets="beauty,toys"), tmp_path, None)}
+    assert jobs["main/toys-sasrec/standard-seed1"].after == ["main/beauty-sasrec/standard-seed0"]
+    # a real dependency outside the call: refused, unless an earlier call finished it
+    tuned = {"cat": {"eps": 0.2}, "adv": {"eps": 0.1}}
+    with pytest.raises(SystemExit, match="beyond/ablation/level1-only-seed0 needs main/beauty"):
+        study.plan_jobs(_args(stages="main,beyond"), tmp_path, tuned)
+    donor = tmp_path / "main" / "beauty-sasrec" / "standard-seed0"
+    donor.mkdir(parents=True)
+    (donor / "run.json").write_text(json.dumps({"status": "finished"}))
+    jobs = {j.name: j for j in study.plan_jobs(_args(stages="main,beyond"), tmp_path, tuned)}
+    assert jobs["beyond/ablation/level1-only-seed0"].deps == []
