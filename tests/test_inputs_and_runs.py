@@ -154,7 +154,16 @@ def test_an_unexpected_error_records_failed(tiny_file, tmp_path, monkeypatch):
     assert not (tmp_path / "r" / ".lock").exists()
 
 
-def test_second_sigint_stops_at_once():
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt), whatever the test process inherited: a
+    shell starts background jobs with SIGINT ignored, and the guard restores what it found."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_second_sigint_stops_at_once(python_sigint):
     with loop._SignalGuard() as guard:
         os.kill(os.getpid(), signal.SIGINT)  # first: a flag, training finishes its step
         assert guard.received == signal.SIGINT
@@ -163,7 +172,9 @@ def test_second_sigint_stops_at_once():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_second_ctrl_c_during_training_marks_the_run_interrupted(tiny_file, tmp_path, monkeypatch):
+def test_second_ctrl_c_during_training_marks_the_run_interrupted(
+    tiny_file, tmp_path, monkeypatch, python_sigint
+):
     from catrec.train import objectives
 
     calls = {"n": 0}
