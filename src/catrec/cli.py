@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from catrec.config import TUNED_DEFAULTS, Config, load_yaml, make_config
+from catrec.config import ADVERSARIAL_KEYS, TUNED_DEFAULTS, Config, load_yaml, make_config
 from catrec.errors import CatrecError
 from catrec.tune import SEARCHED
 
@@ -139,22 +139,19 @@ def _warn_if_other_mode(values: dict[str, Any], given: dict[str, Any], path: str
         )
 
 
-#: Command-line keys a mode ignores (``lambda_replace`` on standard and adv's level-2 weight and
-#: scaling are errors of the config itself).
-UNUSED_BY_MODE: dict[str, tuple[str, ...]] = {
-    "standard": (
-        "eps", "eps_item", "eps_absolute", "lambda_1", "lambda_2", "replace_adv_prob",
-        "adv_warmup_epochs", "cascade", "scaling", "c_max", "shared_dropout", "select_from",
-        "gamma", "adv_objective",
-    ),
-    "adv": ("eps_item", "cascade", "c_max", "gamma"),
-}  # fmt: skip
+#: Command-line keys a mode ignores (a positive ``lambda_replace`` on standard and adv's level-2
+#: weight and scaling are errors of the config itself, so they are not warned about here).
+UNUSED_BY_MODE: dict[str, frozenset[str]] = {
+    "standard": ADVERSARIAL_KEYS - {"lambda_replace"},
+    "adv": frozenset({"eps_item", "cascade", "c_max", "gamma"}),
+}
 
 
 def _warn_if_unused(given: dict[str, Any], mode: str) -> None:
     """Warn when a command-line option has no effect in ``mode`` (e.g. ``--mode standard --eps
     0.5``): the value is recorded in config.yaml but never used."""
-    unused = [k for k in UNUSED_BY_MODE.get(mode, ()) if k in given]
+    ignored = UNUSED_BY_MODE.get(mode, frozenset())
+    unused = [k for k in Config.model_fields if k in given and k in ignored]
     if unused:
         flags = ", ".join("--" + k.replace("_", "-") for k in unused)
         click.echo(f"catrec: warning: mode {mode!r} does not use {flags}", err=True)

@@ -75,6 +75,29 @@ CAT_MD_DEFAULTS: dict[str, dict[str, Any]] = {
 CAT_MD_DEFAULTS["adv"] = CAT_MD_DEFAULTS["cat"] | {"lambda_2": 0.0, "scaling": "none"}
 
 
+#: The keys only the adversarial modes (``adv``, ``cat``) read: standard training ignores them,
+#: so they neither change its epochs (warm-up sharing) nor mean anything on ``--mode standard``.
+ADVERSARIAL_KEYS = frozenset(
+    {
+        "eps",
+        "eps_item",
+        "eps_absolute",
+        "lambda_1",
+        "lambda_2",
+        "lambda_replace",
+        "replace_adv_prob",
+        "adv_warmup_epochs",
+        "cascade",
+        "scaling",
+        "c_max",
+        "gamma",
+        "shared_dropout",
+        "select_from",
+        "adv_objective",
+    }
+)
+
+
 class Config(BaseModel):
     """All settings of a training run. Field descriptions double as CLI help."""
 

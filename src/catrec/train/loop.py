@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from catrec import __version__
 from catrec.adversarial.cascade import MEAN_TOL, cascade_effect, cascade_weights
 from catrec.adversarial.perturb import draw_replaced
-from catrec.config import Config, table_options, to_yaml
+from catrec.config import ADVERSARIAL_KEYS, Config, table_options, to_yaml
 from catrec.data import (
     SequenceData,
     SplitData,
@@ -83,29 +83,7 @@ RANKS_FILE = "ranks.npz"
 #: Config keys that do not change the standard warm-up epochs of an adversarial run: runs that
 #: differ only in these share their warm-up (:meth:`Trainer.fit`'s ``warmup_from``). The device
 #: is among them: the same training on another device, equal up to floating-point differences.
-WARMUP_INDEPENDENT = frozenset(
-    {
-        "mode",
-        "eps",
-        "eps_item",
-        "eps_absolute",
-        "lambda_1",
-        "lambda_2",
-        "lambda_replace",
-        "replace_adv_prob",
-        "adv_warmup_epochs",
-        "cascade",
-        "scaling",
-        "c_max",
-        "gamma",
-        "shared_dropout",
-        "select_from",
-        "adv_objective",
-        "patience",
-        "epochs",
-        "device",
-    }
-)
+WARMUP_INDEPENDENT = ADVERSARIAL_KEYS | {"mode", "patience", "epochs", "device"}
 
 
 class Interrupted(Exception):
@@ -1005,16 +983,13 @@ class Trainer:
         if self.dist is not None:  # DDP: rank 0's best.pt is written before anyone reads it
             self.dist.barrier("the end of training")
         if not self.evaluate_test:
-            log = self._read_log()
+            log = read_log(self.run_dir)
             return {"valid": next(r["valid"] for r in log if r["epoch"] == state.best_epoch + 1)}
         return evaluate_run(self.run_dir, split=self.split, progress=self.progress, dist=self.dist)
 
-    def _read_log(self) -> list[dict[str, Any]]:
-        return read_log(self.run_dir)
-
     def _append_log(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         """Add the epoch's record to ``log.json`` (rank 0 writes under DDP); returns the log."""
-        log = [r for r in self._read_log() if r["epoch"] < record["epoch"]] + [record]
+        log = [r for r in read_log(self.run_dir) if r["epoch"] < record["epoch"]] + [record]
         if self.is_main:
             atomic_write_json(self.run_dir / "log.json", log)
         return log
