@@ -318,6 +318,18 @@ def test_an_interrupted_tune_says_to_run_tune_again(tiny_file, tmp_path, capsys,
     assert "train --resume" not in err
 
 
+def test_ctrl_c_before_a_command_starts_is_one_line(capsys, monkeypatch):
+    # Ctrl-C while torch imports (before click runs the command) printed a long traceback
+    import catrec.cli
+
+    def ctrl_c(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catrec.cli, "_main", ctrl_c)
+    assert main(["data", "stats", "beauty"]) == 130
+    assert capsys.readouterr().err == "catrec: interrupted\n"
+
+
 def test_options_a_mode_does_not_use_are_warned_about(tiny_file, tmp_path, capsys):
     # --mode standard with adversarial options trained silently and recorded them in config.yaml.
     from catrec.cli import _warn_if_unused

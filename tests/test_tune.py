@@ -261,3 +261,55 @@ def test_the_pruner_compares_a_trial_with_trials_of_its_own_warm_up():
     assert not verdict(10, 25, 0.0100)  # no completed peers with this warm-up yet
     assert verdict(5, 25, 0.0690)  # a 5-epoch warm-up trial below its own peers
     assert verdict(20, 25, float("nan"))  # nothing but NaN: pruned (as Optuna's pruners do)
+
+
+@pytest.mark.slow
+def test_workers_start_on_a_created_study(beauty_tiny, tmp_path, monkeypatch):
+    # Two workers creating the SQLite schema at once failed one of them ("UNIQUE constraint
+    # failed: alembic_version"): the parent creates the schema and both studies before any starts.
+    import multiprocessing as mp
+
+    import optuna
+
+    out = tmp_path / "tune"
+    started = []
+
+    class InProcess:  # runs the worker's target in this process when started, in turn
+        exitcode = 0
+
+        def __init__(self, target, args, kwargs):
+            self.target, self.args, self.kwargs = target, args, kwargs
+
+        def start(self):
+            summaries = optuna.get_all_study_summaries(f"sqlite:///{out}/study.db")
+            started.append(sorted(s.study_name for s in summaries))
+            self.target(*self.args, **self.kwargs)
+
+        def join(self):
+            pass
+
+    class Context:
+        Process = InProcess
+
+    monkeypatch.setattr(mp, "get_context", lambda method: Context)
+    base = {"dataset": str(beauty_tiny), "model": "sasrec", **TINY}
+    result = tune(out, base, ["adv", "cat"], n_trials=1, workers=2, progress=False)
+    from catrec.tune import study_name
+
+    assert started == [[study_name(base, "adv"), study_name(base, "cat")]] * 2
+    for mode in ("adv", "cat"):
+        assert result["modes"][mode]["n_complete"] + result["modes"][mode]["n_pruned"] == 1
+
+
+def test_a_worker_interrupted_before_training_exits_quietly(monkeypatch, capsys):
+    # Ctrl-C while a worker still imports torch / optuna: the interrupted status, no traceback
+    import catrec.tune as tune_module
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune_module, "run_trials", ctrl_c)
+    with pytest.raises(SystemExit) as exc:
+        tune_module._worker(None, {}, "adv", 1)
+    assert exc.value.code == tune_module.INTERRUPTED_EXIT == 130
+    assert capsys.readouterr().err == ""

@@ -805,7 +805,19 @@ def export_cmd(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``catrec`` console script; returns the exit status."""
+    """Entry point of the ``catrec`` console script; returns the exit status (130: interrupted).
+
+    Ctrl-C before a command has started (while torch imports) ends with one line, not a
+    traceback; a command's own Ctrl-C handling (a training run checkpoints) is unchanged.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        click.echo("catrec: interrupted", err=True)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from catrec.train.distributed import DistributedError, env_world, shutdown
     from catrec.train.loop import Interrupted
 

@@ -406,14 +406,20 @@ INTERRUPTED_EXIT = 130
 
 def _worker(out: Path, base: dict[str, Any], mode: str, n_trials: int, **kwargs: Any) -> None:
     """:func:`run_trials` in a worker process: an interruption exits with
-    :data:`INTERRUPTED_EXIT`, so that the parent says "interrupted", not "failed"."""
+    :data:`INTERRUPTED_EXIT`, so that the parent says "interrupted", not "failed". That includes
+    a Ctrl-C that arrives before the trainer handles it (while torch and optuna import): the
+    worker exits quietly instead of printing a traceback. (Not during multiprocessing's own
+    start-up, about half a second: it imports ``catrec.cli`` before this runs.)"""
     import sys
 
-    from catrec.train.loop import Interrupted
-
     try:
-        run_trials(out, base, mode, n_trials, **kwargs)
-    except Interrupted:
+        from catrec.train.loop import Interrupted
+
+        try:
+            run_trials(out, base, mode, n_trials, **kwargs)
+        except Interrupted:
+            sys.exit(INTERRUPTED_EXIT)
+    except KeyboardInterrupt:
         sys.exit(INTERRUPTED_EXIT)
 
 
@@ -533,6 +539,11 @@ def tune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prepare_donor(out, base, progress=progress)
+    # The SQLite schema and each mode's study are created here, once: worker processes creating
+    # them at the same moment collide (optuna's first write, "UNIQUE constraint failed:
+    # alembic_version"), and a search started with other settings is refused before any worker.
+    for mode in modes:
+        check_settings(_study(out, study_name(base, mode), 0), base, mode, out)
     if workers <= 1:
         for mode in modes:
             run_trials(

@@ -42,7 +42,7 @@ def test_torchscript_top10_equals_catrec(model, tiny_run, tiny_runs, tiny_data, 
     assert json.loads((tmp_path / "items.json").read_text()) == rec.item_tokens
 
 
-@pytest.mark.parametrize("model", ["sasrec", "bert4rec"])
+@pytest.mark.parametrize("model", ["sasrec", "bert4rec", "gru4rec"])
 def test_onnx_top10_equals_catrec(model, tiny_run, tiny_runs, tiny_data, tmp_path):
     import onnx  # test extras: onnx, onnxruntime
     import onnxruntime as ort
@@ -57,9 +57,14 @@ def test_onnx_top10_equals_catrec(model, tiny_run, tiny_runs, tiny_data, tmp_pat
     _check_top10(torch.as_tensor(scores), rec, want)
 
 
-def test_onnx_of_gru4rec_is_a_clear_error(tiny_runs, tmp_path):
-    with pytest.raises(RunError, match="GRU4Rec.*torchscript"):
+def test_onnx_exporter_failure_is_a_clear_error(tiny_runs, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise torch.onnx.errors.OnnxExporterError("Unsupported: ONNX export of operator X\nGraph")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(RunError, match=r"^ONNX export of GRU4Rec failed: Unsupported: .* X; use"):
         export_model(tiny_runs["gru4rec"], "onnx", tmp_path)
+    assert not (tmp_path / "model.onnx").exists()
 
 
 def test_cli_export(tiny_run, tmp_path, capsys):

@@ -68,8 +68,11 @@ class GRU4Rec(SequentialRecommender):
         if bool(padding_mask.all()):  # no padding (e.g. a trimmed batch of full rows)
             return self.proj(self.gru(x)[0])
         # order[b] lists row b's real positions first (in their order), then its padding;
-        # ``inverse`` undoes it. Stable, so this also holds for masks that are not left padding.
-        order = torch.sort((~padding_mask).to(torch.uint8), dim=1, stable=True).indices  # [B, L]
+        # ``inverse`` undoes it. The keys (padding flag * L + position) are distinct, so any sort
+        # gives the stable order, also for masks that are not left padding; and unlike a stable
+        # sort, argsort exports to ONNX (TopK).
+        pos = torch.arange(L, device=padding_mask.device, dtype=torch.float32)  # keys < 2L, exact
+        order = torch.argsort((~padding_mask).to(torch.float32) * L + pos, dim=1)  # [B, L]
         inverse = torch.argsort(order, dim=1)
         x = x.gather(1, order.unsqueeze(-1).expand(B, L, d))  # real items first
         out, _ = self.gru(x)  # [B, L, d], from a zero initial state

@@ -129,7 +129,7 @@ def _save_adversarial(
     """Merge the adversarial items of this model into ``path`` (``.npz``, atomic)."""
     arrays: dict[str, np.ndarray] = {}
     if path.exists():
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # closed on errors too
             meta = json.loads(str(z["meta"]))
             if meta.get("checkpoint_sha256") == ckpt_sha:
                 arrays = {n: z[n] for n in z.files if n != "meta"}

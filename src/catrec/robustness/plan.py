@@ -316,7 +316,8 @@ class ReplacementPlan:
         """
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
+            # our own handle: np.load leaves its file open when the zip is unreadable
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {name: z[name] for name in z.files if name != "meta"}
             if not isinstance(meta, dict) or meta.get("format") != PLAN_FORMAT:
