@@ -151,8 +151,8 @@ def export_model(
     Raises:
         ValueError: unknown format.
         CatrecError: ONNX export without the onnx package.
-        RunError: unreadable run folder, or a model the ONNX exporter cannot handle (GRU4Rec's
-            stable sort).
+        RunError: unreadable run folder, or a model the ONNX exporter cannot handle (an
+            operator it does not support; the message names it and suggests TorchScript).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
