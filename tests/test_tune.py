@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from catrec.tune import search_space, standard_patience, tune
+from catrec.tune import search_space, standard_patience, study_name, tune
 
 TINY = {"hidden_size": 16, "max_len": 10, "epochs": 2, "batch_size": 64, "dropout": 0.2, "lr": 1e-2}
 
@@ -294,8 +294,6 @@ def test_workers_start_on_a_created_study(beauty_tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(mp, "get_context", lambda method: Context)
     base = {"dataset": str(beauty_tiny), "model": "sasrec", **TINY}
     result = tune(out, base, ["adv", "cat"], n_trials=1, workers=2, progress=False)
-    from catrec.tune import study_name
-
     assert started == [[study_name(base, "adv"), study_name(base, "cat")]] * 2
     for mode in ("adv", "cat"):
         assert result["modes"][mode]["n_complete"] + result["modes"][mode]["n_pruned"] == 1

@@ -539,17 +539,18 @@ def tune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prepare_donor(out, base, progress=progress)
-    # The SQLite schema and each mode's study are created here, once: worker processes creating
-    # them at the same moment collide (optuna's first write, "UNIQUE constraint failed:
-    # alembic_version"), and a search started with other settings is refused before any worker.
-    for mode in modes:
-        check_settings(_study(out, study_name(base, mode), 0), base, mode, out)
     if workers <= 1:
         for mode in modes:
             run_trials(
                 out, base, mode, n_trials, sampler_seed=sampler_seed(mode, 0), progress=progress
             )
     else:
+        # The SQLite schema and each mode's study are created here, once: worker processes
+        # creating them at the same moment collide (optuna's first write, "UNIQUE constraint
+        # failed: alembic_version"), and a search started with other settings is refused before
+        # any worker starts. (One process needs none of this: run_trials opens and checks.)
+        for mode in modes:
+            check_settings(_study(out, study_name(base, mode), 0), base, mode, out)
         ctx = mp.get_context("spawn")  # CUDA cannot be forked
         procs = []
         for j in range(workers):
