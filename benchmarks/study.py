@@ -124,7 +124,18 @@ def job_robustness(spec: dict[str, Any]) -> None:
     from catrec.robustness import run_robustness, settings_grid
 
     settings = settings_grid(SETTINGS["positions"], SETTINGS["replacements"], SETTINGS["k"])
-    run_robustness(spec["run_dir"], settings, plan_path=spec["plan"], reuse=True, progress=False)
+    run = Path(spec["run_dir"])
+    done = run / "robustness.json"
+    if not (run / "best.pt").exists() and done.exists():
+        # a committed cell copied onto a new machine: its checkpoint stayed on the old one
+        have = {
+            (r["position"], r["replacement"], r["k"])
+            for r in json.loads(done.read_text())["records"]
+        }
+        if all(s.key in have for s in settings):
+            print(f"{done}: complete; the run's checkpoint is not here, so it is kept as it is")
+            return
+    run_robustness(run, settings, plan_path=spec["plan"], reuse=True, progress=False)
 
 
 def job_legacy(spec: dict[str, Any]) -> None:

@@ -44,3 +44,25 @@ def test_a_dependency_outside_the_call_does_not_leave_jobs_waiting(tmp_path):
     (donor / "run.json").write_text(json.dumps({"status": "finished"}))
     jobs = {j.name: j for j in study.plan_jobs(_args(stages="main,beyond"), tmp_path, tuned)}
     assert jobs["beyond/ablation/level1-only-seed0"].deps == []
+
+
+def test_a_committed_robustness_file_is_kept_without_its_checkpoint(tmp_path, capsys):
+    # a finished cell copied from docs/results onto a new machine has robustness.json but no
+    # best.pt: the robustness job keeps it instead of failing on the missing checkpoint
+    from catrec.errors import RunError
+    from catrec.robustness import settings_grid
+
+    study = _study()
+    run = tmp_path / "standard-seed0"
+    run.mkdir()
+    grid = settings_grid(
+        study.SETTINGS["positions"], study.SETTINGS["replacements"], study.SETTINGS["k"]
+    )
+    records = [{"position": s.key[0], "replacement": s.key[1], "k": s.key[2]} for s in grid]
+    (run / "robustness.json").write_text(json.dumps({"records": records}))
+    study.job_robustness({"run_dir": str(run), "plan": str(tmp_path / "plan.npz")})
+    assert "is kept as it is" in capsys.readouterr().out
+    # one setting missing: it must be computed, which needs the checkpoint
+    (run / "robustness.json").write_text(json.dumps({"records": records[1:]}))
+    with pytest.raises(RunError, match="run.json|best.pt|config"):
+        study.job_robustness({"run_dir": str(run), "plan": str(tmp_path / "plan.npz")})
