@@ -186,6 +186,30 @@ def run_row(label: str, rec: dict | None, settings: list[tuple[str, str]]) -> st
     return row
 
 
+def bce_paired_lines(b: Path) -> list[str]:
+    """Paired bootstrap of BCE cat against BCE standard and adv (the seeds both ran; per-user
+    test NDCG@10 averaged over them), as :func:`paired_lines` does for the main table."""
+    lines = ["", "| BCE: cat minus | seeds | users | mean difference | 95% interval | p |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for other in ("standard", "adv"):
+        a, bb = [], []
+        for cat_run in sorted(b.glob("bce/cat-seed*")):
+            ua = user_ndcg10(cat_run)
+            ub = user_ndcg10(cat_run.with_name(cat_run.name.replace("cat-", f"{other}-")))
+            if ua is not None and ub is not None:
+                a.append(ua)
+                bb.append(ub)
+        if not a:
+            lines.append(f"| {other} | – | – | not run yet | – | – |")
+            continue
+        t = paired_test(a, bb)
+        lines.append(
+            f"| {other} | {len(a)} | {t['users']:,} | {t['mean']:+.4f} | "
+            f"[{t['lo']:+.4f}, {t['hi']:+.4f}] | {t['p']:.3f} |"
+        )
+    return lines
+
+
 def beyond_lines(root: Path, cells: dict) -> list[str]:
     """Issue 12's tables from ``beyond/<settings>/``: BCE against CE, the ablation and the
     last-position defences (the chosen setting of each family marked, see KEEP_ACCURACY)."""
@@ -225,6 +249,7 @@ def beyond_lines(root: Path, cells: dict) -> list[str]:
                 f"| {loss} | {mode} | {seeds} | {fmt([r['test']['NDCG@10'] for r in runs])} | "
                 f"{fmt([r['test']['HR@10'] for r in runs])} | {fmt(rbo)} |"
             )
+    lines += bce_paired_lines(b)
     main_cat = load_run(root / "main" / "beauty-sasrec" / "cat-seed0")
     if b.name != "tuned":  # before tuning the reference cat run is the ablation's own
         main_cat = load_run(b / "ablation" / "reference-seed0")
