@@ -111,6 +111,25 @@ def paired_test(a: list[np.ndarray], b: list[np.ndarray], n_resamples: int = 200
     return {"mean": mean, "lo": float(lo), "hi": float(hi), "p": p, "users": len(diff)}
 
 
+def paired_cells(pairs: list[tuple[Path, Path]]) -> str | None:
+    """The table cells ``| seeds | users | mean difference | 95% interval | p |`` of the paired
+    test of the first run of each pair against the second (the pairs where both runs have
+    ``ranks.npz``); None when no pair has them."""
+    a, b = [], []
+    for run_a, run_b in pairs:
+        ua, ub = user_ndcg10(run_a), user_ndcg10(run_b)
+        if ua is not None and ub is not None:
+            a.append(ua)
+            b.append(ub)
+    if not a:
+        return None
+    t = paired_test(a, b)
+    return (
+        f"| {len(a)} | {t['users']:,} | {t['mean']:+.4f} | "
+        f"[{t['lo']:+.4f}, {t['hi']:+.4f}] | {t['p']:.3f} |"
+    )
+
+
 def paired_lines(root: Path, cells: dict) -> list[str]:
     lines = [
         "## Paired tests (cat minus baseline, per-user test NDCG@10)",
@@ -129,21 +148,12 @@ def paired_lines(root: Path, cells: dict) -> list[str]:
         for other in ("standard", "adv"):
             base = {r["seed"]: r for r in cells.get((ds, model, other), [])}
             seeds = sorted(r["seed"] for r in runs if r["seed"] in base)
-            a, b = [], []
-            for seed in seeds:
-                ua = user_ndcg10(root / "main" / f"{ds}-{model}" / f"cat-seed{seed}")
-                ub = user_ndcg10(root / "main" / f"{ds}-{model}" / f"{other}-seed{seed}")
-                if ua is not None and ub is not None:
-                    a.append(ua)
-                    b.append(ub)
-            if not a:
+            cell = root / "main" / f"{ds}-{model}"
+            pairs = [(cell / f"cat-seed{s}", cell / f"{other}-seed{s}") for s in seeds]
+            if (row := paired_cells(pairs)) is None:
                 continue
-            t = paired_test(a, b)
             rows += 1
-            lines.append(
-                f"| {ds} | {model} | {other} | {len(a)} | {t['users']:,} | {t['mean']:+.4f} | "
-                f"[{t['lo']:+.4f}, {t['hi']:+.4f}] | {t['p']:.3f} |"
-            )
+            lines.append(f"| {ds} | {model} | {other} {row}")
     if not rows:
         lines.append("| – | – | – | – | – | no pair of runs with ranks.npz yet | – | – |")
     return lines + [""]
@@ -192,21 +202,10 @@ def bce_paired_lines(b: Path) -> list[str]:
     lines = ["", "| BCE: cat minus | seeds | users | mean difference | 95% interval | p |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for other in ("standard", "adv"):
-        a, bb = [], []
-        for cat_run in sorted(b.glob("bce/cat-seed*")):
-            ua = user_ndcg10(cat_run)
-            ub = user_ndcg10(cat_run.with_name(cat_run.name.replace("cat-", f"{other}-")))
-            if ua is not None and ub is not None:
-                a.append(ua)
-                bb.append(ub)
-        if not a:
-            lines.append(f"| {other} | – | – | not run yet | – | – |")
-            continue
-        t = paired_test(a, bb)
-        lines.append(
-            f"| {other} | {len(a)} | {t['users']:,} | {t['mean']:+.4f} | "
-            f"[{t['lo']:+.4f}, {t['hi']:+.4f}] | {t['p']:.3f} |"
-        )
+        cats = sorted(b.glob("bce/cat-seed*"))
+        pairs = [(c, c.with_name(c.name.replace("cat-", f"{other}-"))) for c in cats]
+        row = paired_cells(pairs) or "| – | – | not run yet | – | – |"
+        lines.append(f"| {other} {row}")
     return lines
 
 
