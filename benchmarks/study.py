@@ -13,7 +13,8 @@ Runs every training, tuning and robustness job of the study side by side, one su
 4. ``main`` adversarial runs with the tuned values (the best validation trial of each mode), and
    ``confirm`` runs with CAT.md's defaults on Sports (the winner checked against them there).
 5. ``robustness``: first and last position, random and adversarial replacement, one shared plan
-   per dataset.
+   per dataset; each run's robustness starts as soon as that run finishes, before the next
+   training job of its level.
 6. ``beyond`` (issue 12, not in the default stages): Beauty / SASRec with the sampled-BCE loss
    (standard, adv, cat; seeds 0-2), the ablation of every CAT choice (seed 0), and for the last
    position the random-replacement augmentation baseline and cat plus adversarial item
@@ -324,7 +325,9 @@ def plan_jobs(
                         f"robustness/{j.name}",
                         "robustness",
                         {"run_dir": j.spec["run_dir"], "plan": str(out / "plans" / f"{ds}.npz")},
-                        j.priority + 0.5,  # a few minutes: before the next level
+                        # under a minute: ahead of every training job of its run's level, so
+                        # a session that ends early leaves no finished run without robustness
+                        j.priority - 0.5,
                         deps=[j.name],
                     )
                 )

@@ -66,3 +66,21 @@ def test_a_committed_robustness_file_is_kept_without_its_checkpoint(tmp_path, ca
     (run / "robustness.json").write_text(json.dumps({"records": records[1:]}))
     with pytest.raises(RunError, match="run.json|best.pt|config"):
         study.job_robustness({"run_dir": str(run), "plan": str(tmp_path / "plan.npz")})
+
+
+def test_a_finished_run_gets_its_robustness_before_the_next_training_job(tmp_path):
+    # robustness once waited behind every beyond training job (priority +0.5), so a session that
+    # ended early left finished runs without robustness.json
+    study = _study()
+    donor = tmp_path / "main" / "beauty-sasrec" / "standard-seed0"
+    donor.mkdir(parents=True)
+    (donor / "run.json").write_text(json.dumps({"status": "finished"}))
+    tuned = {"cat": {"eps": 0.2}, "adv": {"eps": 0.1}}
+    args = _args(stages="main,beyond,robustness", datasets="beauty")
+    jobs = {j.name: j for j in study.plan_jobs(args, tmp_path, tuned)}
+    rob = jobs["robustness/beyond/ablation/level1-only-seed0"]
+    assert rob.deps == ["beyond/ablation/level1-only-seed0"]
+    training = [j for j in jobs.values() if j.kind in ("train", "legacy")]
+    same_level = [j for j in training if j.priority == jobs[rob.deps[0]].priority]
+    assert len(same_level) > 1
+    assert all(rob.priority < j.priority for j in same_level)
