@@ -201,8 +201,8 @@ def bce_paired_lines(b: Path) -> list[str]:
     test NDCG@10 averaged over them), as :func:`paired_lines` does for the main table."""
     lines = ["", "| BCE: cat minus | seeds | users | mean difference | 95% interval | p |",
              "|---|---|---|---|---|---|"]  # fmt: skip
+    cats = sorted(b.glob("bce/cat-seed*"))
     for other in ("standard", "adv"):
-        cats = sorted(b.glob("bce/cat-seed*"))
         pairs = [(c, c.with_name(c.name.replace("cat-", f"{other}-"))) for c in cats]
         row = paired_cells(pairs) or "| – | – | not run yet | – | – |"
         lines.append(f"| {other} {row}")

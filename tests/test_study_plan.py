@@ -26,6 +26,13 @@ def _args(**kw) -> argparse.Namespace:
     return argparse.Namespace(**(base | kw))
 
 
+def _finished_donor(out: Path) -> None:
+    """A finished Beauty SASRec standard seed-0 run under ``out`` (the beyond runs' donor)."""
+    donor = out / "main" / "beauty-sasrec" / "standard-seed0"
+    donor.mkdir(parents=True)
+    (donor / "run.json").write_text(json.dumps({"status": "finished"}))
+
+
 def test_a_dependency_outside_the_call_does_not_leave_jobs_waiting(tmp_path):
     # --datasets toys: seeds 1-2 waited for the Beauty donor, which that call never runs, so
     # their workers idled until the study ended.
@@ -39,9 +46,7 @@ def test_a_dependency_outside_the_call_does_not_leave_jobs_waiting(tmp_path):
     tuned = {"cat": {"eps": 0.2}, "adv": {"eps": 0.1}}
     with pytest.raises(SystemExit, match="beyond/ablation/level1-only-seed0 needs main/beauty"):
         study.plan_jobs(_args(stages="main,beyond"), tmp_path, tuned)
-    donor = tmp_path / "main" / "beauty-sasrec" / "standard-seed0"
-    donor.mkdir(parents=True)
-    (donor / "run.json").write_text(json.dumps({"status": "finished"}))
+    _finished_donor(tmp_path)
     jobs = {j.name: j for j in study.plan_jobs(_args(stages="main,beyond"), tmp_path, tuned)}
     assert jobs["beyond/ablation/level1-only-seed0"].deps == []
 
@@ -72,9 +77,7 @@ def test_a_finished_run_gets_its_robustness_before_the_next_training_job(tmp_pat
     # robustness once waited behind every beyond training job (priority +0.5), so a session that
     # ended early left finished runs without robustness.json
     study = _study()
-    donor = tmp_path / "main" / "beauty-sasrec" / "standard-seed0"
-    donor.mkdir(parents=True)
-    (donor / "run.json").write_text(json.dumps({"status": "finished"}))
+    _finished_donor(tmp_path)
     tuned = {"cat": {"eps": 0.2}, "adv": {"eps": 0.1}}
     args = _args(stages="main,beyond,robustness", datasets="beauty")
     jobs = {j.name: j for j in study.plan_jobs(args, tmp_path, tuned)}
