@@ -11,7 +11,8 @@ Runs every training, tuning and robustness job of the study side by side, one su
 3. ``tune``: ``catrec tune``'s trials for ``adv`` and ``cat`` on Beauty / SASRec / seed 0
    (validation only), starting from the Beauty standard run's kept warm-up.
 4. ``main`` adversarial runs with the tuned values (the best validation trial of each mode), and
-   ``confirm`` runs with CAT.md's defaults on Sports (the winner checked against them there).
+   ``confirm`` runs with CAT.md's defaults on Sports (the winner checked against them there),
+   after the main table's seed 1-2 runs.
 5. ``robustness``: first and last position, random and adversarial replacement, one shared plan
    per dataset; each run's robustness starts as soon as that run finishes, before the next
    training job of its level.
@@ -307,7 +308,9 @@ def plan_jobs(
                             },
                             "warmup_from": str(out / std),
                         },
-                        4,
+                        # after the main table's seeds: the issue's done-when needs every seed
+                        # of the table; the confirmation only checks the tuned defaults
+                        6.5,
                         deps=[std],
                     )
                 )
