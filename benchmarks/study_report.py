@@ -7,7 +7,8 @@ with ``metrics.json`` and ``robustness.json``, and issue 12's ``beyond/`` runs) 
 where ``cat`` does not have the best mean, the report says so and by how much. Where ``cat`` and a
 baseline share seeds and both runs wrote ``ranks.npz`` (every user's test rank), the report gives
 a paired bootstrap over test users of the per-user NDCG@10 difference (averaged over the shared
-seeds): mean, 95% interval and a two-sided bootstrap p-value.
+seeds): mean, 95% interval and a two-sided bootstrap p-value. The ``confirm/`` runs (CAT.md's
+defaults on Sports) are set against the tuned seed-0 runs on validation.
 
     python benchmarks/study_report.py docs/results/study --data-dir ../shared/data
 """
@@ -419,6 +420,43 @@ def tuning_lines(root: Path) -> list[str]:
     return lines
 
 
+def confirm_lines(root: Path) -> list[str]:
+    """Issue 11 section 1's check of the tuned defaults on another dataset: validation NDCG@10 of
+    ``main/<cell>/<mode>-seed0`` (tuned on Beauty) against ``confirm/<cell>/<mode>-default-seed0``
+    (CAT.md's starting defaults), with the cell's standard run for reference."""
+    lines: list[str] = []
+    for cell in sorted(p.name for p in root.glob("confirm/*") if p.is_dir()):
+        lines += [
+            f"## Confirmation of the tuned defaults ({cell}, seed 0, validation only)",
+            "",
+            "| mode | settings | valid NDCG@10 | valid HR@10 | best epoch | wall time (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        verdicts = []
+        for mode in MODES:
+            tuned = load_run(root / "main" / cell / f"{mode}-seed0")
+            runs = [("tuned" if mode != "standard" else "–", tuned)]
+            if mode != "standard":
+                runs.append(
+                    ("CAT.md defaults", load_run(root / "confirm" / cell / f"{mode}-default-seed0"))
+                )
+            for label, rec in runs:
+                if rec is None:
+                    lines.append(f"| {mode} | {label} | not run yet | | | |")
+                    continue
+                lines.append(
+                    f"| {mode} | {label} | {rec['valid']['NDCG@10']:.4f} | "
+                    f"{rec['valid']['HR@10']:.4f} | {rec['run'].get('best_epoch')} | "
+                    f"{round(rec['run'].get('wall_time_s', 0))} |"
+                )
+            if mode != "standard" and all(rec is not None for _, rec in runs):
+                a, b = (rec["valid"]["NDCG@10"] for _, rec in runs)
+                winner = "tuned" if a > b else "CAT.md defaults"
+                verdicts.append(f"{mode}: {winner} ({100 * (a - b) / b:+.1f}% tuned vs defaults)")
+        lines += ["", "On validation: " + ("; ".join(verdicts) or "not decided yet") + ".", ""]
+    return lines
+
+
 def report(root: Path, data_dir: Path | None) -> str:
     cells = collect(root)
     commit = subprocess.run(
@@ -482,6 +520,7 @@ def report(root: Path, data_dir: Path | None) -> str:
     lines += robustness_lines(cells, datasets)
     lines += gain_lines(cells, datasets, stats)
     lines += tuning_lines(root)
+    lines += confirm_lines(root)
     lines += ["## Where cat does not win", ""]
     verdicts = []
     for (ds, model, mode), runs in sorted(cells.items()):
@@ -532,8 +571,10 @@ def plot(cells: dict, path: Path) -> None:
     ax.set_ylabel("test NDCG@10")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    tmp.replace(path)
 
 
 def main() -> None:
@@ -542,7 +583,9 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, help="folder with Beauty.txt, ... (dataset stats)")
     args = ap.parse_args()
     text = report(args.root, args.data_dir)
-    (args.root / "report.md").write_text(text)
+    tmp = args.root / "report.md.tmp"  # never a half-written report
+    tmp.write_text(text)
+    tmp.replace(args.root / "report.md")
     print(text)
 
 
