@@ -3,7 +3,9 @@ README): the tests never read ../shared/data, so a fresh clone with nothing besi
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,21 @@ def beauty_by_name(tmp_path, monkeypatch) -> Path:
     path.write_bytes(BEAUTY_SLICE.read_bytes())
     monkeypatch.setenv("CATREC_DATA_DIR", str(folder))
     return path
+
+
+@pytest.fixture
+def load_benchmark():
+    """Loader of a script under ``benchmarks/`` (not a package): ``load_benchmark("study")``
+    imports ``benchmarks/study.py`` as module ``benchmarks_study`` (registered in
+    ``sys.modules``, where its dataclasses look themselves up)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(
+            f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,23 +1,10 @@
 """The job graph of ``benchmarks/study.py`` (issue 11's resumable study)."""
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _study():
-    path = ROOT / "benchmarks" / "study.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_study", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmarks_study"] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -33,10 +20,10 @@ def _finished_donor(out: Path) -> None:
     (donor / "run.json").write_text(json.dumps({"status": "finished"}))
 
 
-def test_a_dependency_outside_the_call_does_not_leave_jobs_waiting(tmp_path):
+def test_a_dependency_outside_the_call_does_not_leave_jobs_waiting(tmp_path, load_benchmark):
     # --datasets toys: seeds 1-2 waited for the Beauty donor, which that call never runs, so
     # their workers idled until the study ended.
-    study = _study()
+    study = load_benchmark("study")
     jobs = {j.name: j for j in study.plan_jobs(_args(), tmp_path, None)}
     seed1 = jobs["main/toys-sasrec/standard-seed1"]
     assert seed1.deps == [] and seed1.after == []
@@ -51,13 +38,15 @@ def test_a_dependency_outside_the_call_does_not_leave_jobs_waiting(tmp_path):
     assert jobs["beyond/ablation/level1-only-seed0"].deps == []
 
 
-def test_a_committed_robustness_file_is_kept_without_its_checkpoint(tmp_path, capsys):
+def test_a_committed_robustness_file_is_kept_without_its_checkpoint(
+    tmp_path, capsys, load_benchmark
+):
     # a finished cell copied from docs/results onto a new machine has robustness.json but no
     # best.pt: the robustness job keeps it instead of failing on the missing checkpoint
     from catrec.errors import RunError
     from catrec.robustness import settings_grid
 
-    study = _study()
+    study = load_benchmark("study")
     run = tmp_path / "standard-seed0"
     run.mkdir()
     grid = settings_grid(
@@ -73,10 +62,10 @@ def test_a_committed_robustness_file_is_kept_without_its_checkpoint(tmp_path, ca
         study.job_robustness({"run_dir": str(run), "plan": str(tmp_path / "plan.npz")})
 
 
-def test_a_finished_run_gets_its_robustness_before_the_next_training_job(tmp_path):
+def test_a_finished_run_gets_its_robustness_before_the_next_training_job(tmp_path, load_benchmark):
     # robustness once waited behind every beyond training job (priority +0.5), so a session that
     # ended early left finished runs without robustness.json
-    study = _study()
+    study = load_benchmark("study")
     _finished_donor(tmp_path)
     tuned = {"cat": {"eps": 0.2}, "adv": {"eps": 0.1}}
     args = _args(stages="main,beyond,robustness", datasets="beauty")
@@ -89,10 +78,10 @@ def test_a_finished_run_gets_its_robustness_before_the_next_training_job(tmp_pat
     assert all(rob.priority < j.priority for j in same_level)
 
 
-def test_the_main_tables_seeds_run_before_the_sports_confirmation(tmp_path):
+def test_the_main_tables_seeds_run_before_the_sports_confirmation(tmp_path, load_benchmark):
     # the confirmation (CAT.md's defaults on Sports) once ran ahead of SASRec seeds 1-2, so a
     # session ending early left the table, which the issue requires, without its seeds
-    study = _study()
+    study = load_benchmark("study")
     tuned = {"cat": {"eps": 0.2}, "adv": {"eps": 0.1}}
     jobs = {j.name: j for j in study.plan_jobs(_args(datasets="sports"), tmp_path, tuned)}
     confirm = [j for name, j in jobs.items() if name.startswith("confirm/")]

@@ -1,20 +1,7 @@
 """``benchmarks/study_report.py``: the confirmation of the tuned defaults on Sports."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _report():
-    path = ROOT / "benchmarks" / "study_report.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_study_report", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmarks_study_report"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(folder: Path, valid_ndcg: float, best_epoch: int) -> None:
@@ -25,8 +12,10 @@ def _run(folder: Path, valid_ndcg: float, best_epoch: int) -> None:
     (folder / "config.yaml").write_text("mode: cat\n")
 
 
-def test_the_confirmation_sets_the_tuned_runs_against_cat_md_defaults_on_validation(tmp_path):
-    report = _report()
+def test_the_confirmation_sets_the_tuned_runs_against_cat_md_defaults_on_validation(
+    tmp_path, load_benchmark
+):
+    report = load_benchmark("study_report")
     cell = "sports-sasrec"
     _run(tmp_path / "main" / cell / "standard-seed0", 0.0400, 17)
     _run(tmp_path / "main" / cell / "cat-seed0", 0.0405, 24)
