@@ -571,10 +571,11 @@ def plot(cells: dict, path: Path) -> None:
     ax.set_ylabel("test NDCG@10")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=120, format="png")
+    from catrec.utils import atomic_open
+
+    with atomic_open(path) as fh:
+        fig.savefig(fh, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main() -> None:
@@ -583,9 +584,9 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, help="folder with Beauty.txt, ... (dataset stats)")
     args = ap.parse_args()
     text = report(args.root, args.data_dir)
-    tmp = args.root / "report.md.tmp"  # never a half-written report
-    tmp.write_text(text)
-    tmp.replace(args.root / "report.md")
+    from catrec.utils import atomic_write_text
+
+    atomic_write_text(args.root / "report.md", text)
     print(text)
 
 
